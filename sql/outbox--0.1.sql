@@ -1,0 +1,70 @@
+/* outbox--0.1.sql */
+
+\echo Use "CREATE EXTENSION outbox" to load this file. \quit
+
+CREATE SCHEMA outbox;
+
+COMMENT ON SCHEMA outbox IS 'Transactional outbox: queued webhook messages';
+
+CREATE TABLE outbox.messages (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    target          text NOT NULL,
+    message_type    text,
+    key             text,
+    message_id      text,
+    payload         jsonb NOT NULL,
+    headers         jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    state           text NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_status     integer,
+    last_error      text,
+    delivered_at    timestamptz,
+    via_wal         boolean NOT NULL DEFAULT false
+);
+
+COMMENT ON TABLE outbox.messages IS 'One row per queued message; the source of truth for delivery';
+COMMENT ON COLUMN outbox.messages.via_wal IS 'Queued by outbox_queue: delivered through the WAL fast path';
+
+-- The dispatcher finds due work through this index, and only pending rows
+-- are in it, so it stays small however many messages were delivered.
+CREATE INDEX messages_due_idx ON outbox.messages (next_attempt_at, id)
+    WHERE state = 'pending';
+
+-- Idempotent enqueue: one message per (target, message_id).
+CREATE UNIQUE INDEX messages_message_id_idx ON outbox.messages (target, message_id)
+    WHERE message_id IS NOT NULL;
+
+CREATE FUNCTION outbox_queue(
+    target text,
+    payload jsonb,
+    message_type text DEFAULT NULL,
+    key text DEFAULT NULL,
+    message_id text DEFAULT NULL,
+    headers jsonb DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_queue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb)
+    IS 'Queue a webhook, delivered within milliseconds of COMMIT';
+
+CREATE FUNCTION outbox_send(
+    target text,
+    payload jsonb,
+    message_type text DEFAULT NULL,
+    key text DEFAULT NULL,
+    message_id text DEFAULT NULL,
+    headers jsonb DEFAULT NULL,
+    deliver_at timestamptz DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_send'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox_send(text, jsonb, text, text, text, jsonb, timestamptz)
+    IS 'Queue a webhook for the table-polled path, optionally at deliver_at';
+
+REVOKE ALL ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox_send(text, jsonb, text, text, text, jsonb, timestamptz) FROM PUBLIC;

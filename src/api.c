@@ -1,0 +1,327 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  SQL-callable functions: outbox_queue and outbox_send.
+ *
+ * Both validate their arguments, insert one row into outbox.messages in the
+ * caller's transaction, and arrange for the workers to be woken when that
+ * transaction commits.  outbox_queue marks its row for the WAL fast path
+ * (the decoder hands it over within milliseconds); outbox_send rows are
+ * found by the dispatcher's table scan, which the commit also triggers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "outbox.h"
+
+PG_FUNCTION_INFO_V1(outbox_queue);
+PG_FUNCTION_INFO_V1(outbox_send);
+
+/* Longest message_type, key or message_id, in bytes */
+#define OUTBOX_MAX_LABEL_LEN	1000
+
+/* What the current transaction has queued, for the commit callback */
+static bool xact_callback_registered = false;
+static bool wake_decoder_at_commit = false;
+static bool wake_dispatcher_at_commit = false;
+
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr lookup_plan = NULL;
+
+static void
+outbox_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			/* The commit record is flushed: the messages are durable. */
+			if (wake_decoder_at_commit)
+				outbox_wake_decoder();
+			if (wake_dispatcher_at_commit)
+				outbox_wake_dispatcher(true);
+			wake_decoder_at_commit = false;
+			wake_dispatcher_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* COMMIT PREPARED is picked up by the workers' periodic checks */
+			wake_decoder_at_commit = false;
+			wake_dispatcher_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+wake_at_commit(bool via_wal)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(outbox_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	if (via_wal)
+		wake_decoder_at_commit = true;
+	else
+		wake_dispatcher_at_commit = true;
+}
+
+/*
+ * message_type, key and message_id travel as HTTP header values: refuse
+ * what would break the request or that no receiver could use.
+ */
+static char *
+label_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	text	   *t;
+	char	   *s;
+	int			len;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	t = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(t);
+	s = text_to_cstring(t);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", argname),
+				 errhint("Pass NULL to leave it unset.")));
+	if (len > OUTBOX_MAX_LABEL_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too long (%d bytes)", argname, len),
+				 errdetail("The limit is %d bytes.", OUTBOX_MAX_LABEL_LEN)));
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c < 0x20 || c == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not contain control characters", argname),
+					 errdetail("It is sent as an HTTP header value.")));
+	}
+	return s;
+}
+
+static void
+check_header(const char *name, int name_len, const JsonbValue *value,
+			 void *arg)
+{
+	const char *problem;
+
+	if (value->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("value of header \"%.*s\" must be a string", name_len,
+						name),
+				 errhint("headers must be a JSON object of strings, such as '{\"x-tenant\": \"acme\"}'.")));
+	problem = outbox_header_problem(name, name_len, value->val.string.val,
+									value->val.string.len);
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("header \"%.*s\" is not allowed: %s", name_len, name,
+						problem)));
+}
+
+static void
+check_headers(Jsonb *headers)
+{
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("headers must be a JSON object"),
+				 errhint("Pass an object of strings, such as '{\"x-tenant\": \"acme\"}', or NULL.")));
+	outbox_headers_walk(headers, check_header, NULL);
+}
+
+static void
+check_target(const char *target)
+{
+	if (outbox_target_url(target) != NULL)
+		return;
+	if (outbox_target_count() == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("outbox target \"%s\" is not configured", target),
+				 errdetail("outbox.targets is empty."),
+				 errhint("Add %s=<url> to outbox.targets in postgresql.conf and reload the configuration.",
+						 target)));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("outbox target \"%s\" is not configured", target),
+			 errdetail("Configured targets: %s.", outbox_target_list()),
+			 errhint("Add %s=<url> to outbox.targets in postgresql.conf and reload the configuration.",
+					 target)));
+}
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Insert the row; on a duplicate (target, message_id) return the id of the
+ * message already queued, queueing nothing.
+ */
+static int64
+insert_message(Datum *values, char *nulls, bool *inserted)
+{
+	Oid			insert_types[] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+	JSONBOID, TIMESTAMPTZOID, BOOLOID};
+	Oid			lookup_types[] = {TEXTOID, TEXTOID};
+	bool		isnull;
+	int64		id;
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	if (insert_plan == NULL)
+		insert_plan = prepare_kept(
+								   "INSERT INTO outbox.messages"
+								   " (target, payload, message_type, key, message_id, headers,"
+								   "  next_attempt_at, via_wal)"
+								   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
+								   " ON CONFLICT (target, message_id) WHERE message_id IS NOT NULL"
+								   " DO NOTHING RETURNING id",
+								   lengthof(insert_types), insert_types);
+
+	ret = SPI_execute_plan(insert_plan, values, nulls, false, 1);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "inserting into outbox.messages failed: %s",
+			 SPI_result_code_string(ret));
+	*inserted = (SPI_processed == 1);
+
+	if (!*inserted)
+	{
+		Datum		lookup_values[2] = {values[0], values[4]};
+
+		if (lookup_plan == NULL)
+			lookup_plan = prepare_kept("SELECT id FROM outbox.messages"
+									   " WHERE target = $1 AND message_id = $2",
+									   lengthof(lookup_types), lookup_types);
+		ret = SPI_execute_plan(lookup_plan, lookup_values, NULL, false, 1);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not find the message that conflicts with message_id");
+	}
+
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return id;
+}
+
+static void
+bind_arg(Datum *values, char *nulls, int i, Datum value, bool isnull)
+{
+	values[i] = isnull ? (Datum) 0 : value;
+	nulls[i] = isnull ? 'n' : ' ';
+}
+
+static Datum
+enqueue(FunctionCallInfo fcinfo, bool via_wal)
+{
+	Datum		values[8];
+	char		nulls[8];
+	char	   *target;
+	Jsonb	   *payload;
+	Size		payload_size;
+	char	   *message_type;
+	char	   *key;
+	char	   *message_id;
+	bool		inserted;
+	int64		id;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("target must not be NULL"),
+				 errhint("Pass the name of a target listed in outbox.targets.")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be NULL"),
+				 errhint("Pass a JSON value, such as '{}'::jsonb.")));
+
+	target = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	check_target(target);
+
+	payload = PG_GETARG_JSONB_P(1);
+	payload_size = VARSIZE(payload);
+	if (payload_size > (Size) outbox_max_payload_size * 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("payload is too large (%zu bytes)", payload_size),
+				 errdetail("outbox.max_payload_size is %d kB.",
+						   outbox_max_payload_size),
+				 errhint("Send a reference to the data instead of the data.")));
+
+	message_type = label_arg(fcinfo, 2, "message_type");
+	key = label_arg(fcinfo, 3, "key");
+	message_id = label_arg(fcinfo, 4, "message_id");
+	if (!PG_ARGISNULL(5))
+		check_headers(PG_GETARG_JSONB_P(5));
+
+	bind_arg(values, nulls, 0, CStringGetTextDatum(target), false);
+	bind_arg(values, nulls, 1, JsonbPGetDatum(payload), false);
+	bind_arg(values, nulls, 2, CStringGetTextDatum(message_type ? message_type : ""),
+			 message_type == NULL);
+	bind_arg(values, nulls, 3, CStringGetTextDatum(key ? key : ""), key == NULL);
+	bind_arg(values, nulls, 4, CStringGetTextDatum(message_id ? message_id : ""),
+			 message_id == NULL);
+	bind_arg(values, nulls, 5, PG_GETARG_DATUM(5), PG_ARGISNULL(5));
+	if (via_wal)
+		bind_arg(values, nulls, 6, (Datum) 0, true);
+	else
+		bind_arg(values, nulls, 6, PG_GETARG_DATUM(6), PG_ARGISNULL(6));
+	bind_arg(values, nulls, 7, BoolGetDatum(via_wal), false);
+
+	id = insert_message(values, nulls, &inserted);
+	if (inserted)
+		wake_at_commit(via_wal);
+
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * outbox_queue(target, payload, message_type, key, message_id, headers)
+ *		Queue a message for delivery as soon as the transaction commits.
+ */
+Datum
+outbox_queue(PG_FUNCTION_ARGS)
+{
+	return enqueue(fcinfo, true);
+}
+
+/*
+ * outbox_send(target, payload, message_type, key, message_id, headers,
+ *			   deliver_at)
+ *		Queue a message for the table-polled path, optionally for later.
+ */
+Datum
+outbox_send(PG_FUNCTION_ARGS)
+{
+	return enqueue(fcinfo, false);
+}

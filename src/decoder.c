@@ -1,0 +1,397 @@
+/*-------------------------------------------------------------------------
+ *
+ * decoder.c
+ *	  The decoder worker: owns the logical slot and decodes WAL in-process.
+ *
+ * The decoder reads the WAL flushed so far with the library's own output
+ * plugin, puts each queued message into the shared ring, confirms the slot
+ * and sleeps until a committing backend sets its latch.  It runs no SQL:
+ * once a process has a decoding context, VACUUM ignores its snapshots, so
+ * all table work happens in the dispatcher.  It learns whether the extension
+ * exists from the dispatcher, through shared memory.
+ *
+ * The slot only ever speeds delivery up.  Whenever the decoder cannot vouch
+ * for a stretch of WAL (a new or recreated slot, a full ring) it asks the
+ * dispatcher for a table scan, which finds every pending message.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "access/xlogreader.h"
+#include "access/xlogutils.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/decode.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/varlena.h"
+
+#include "outbox.h"
+
+/* How long the decoder sleeps when nobody wakes it (async commits, 2PC) */
+#define DECODER_NAPTIME_MS		1000
+/* Wake the dispatcher at least this often while decoding a long backlog */
+#define DECODER_WAKE_EVERY		256
+/* Make the slot's position crash-safe at most this often */
+#define DECODER_SAVE_INTERVAL_MS	1000
+/* Recheck a condition that only an administrator can fix */
+#define DECODER_RECHECK_MS		10000
+
+static bool ring_overflowed = false;
+static int	messages_since_wake = 0;
+
+static void
+decoder_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->decoder_latch = NULL;
+	outbox_shared->decoder_streaming = false;
+	SpinLockRelease(&outbox_shared->mutex);
+}
+
+static void
+decoder_set_streaming(bool streaming)
+{
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->decoder_streaming = streaming;
+	SpinLockRelease(&outbox_shared->mutex);
+}
+
+static bool
+extension_ready(void)
+{
+	bool		ready;
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	ready = outbox_shared->extension_ready;
+	SpinLockRelease(&outbox_shared->mutex);
+	return ready;
+}
+
+static void
+decoder_sleep(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * PostgreSQL 15.19 and later refuse output plugins that are not named in
+ * output_plugin_libraries, also for decoding inside a worker.  Check before
+ * trying, so that a missing entry is reported once instead of as a restart
+ * loop.  Older servers have no such setting and allow every plugin.
+ */
+static bool
+plugin_library_allowed(void)
+{
+	const char *value = GetConfigOption("output_plugin_libraries", true, false);
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		allowed = false;
+
+	if (value == NULL)
+		return true;
+	copy = pstrdup(value);
+	if (SplitGUCList(copy, ',', &names))
+	{
+		foreach(lc, names)
+		{
+			if (strcmp((char *) lfirst(lc), OUTBOX_PLUGIN_NAME) == 0)
+				allowed = true;
+		}
+	}
+	list_free(names);
+	pfree(copy);
+	return allowed;
+}
+
+static void
+wait_until_ready(void)
+{
+	bool		logged_extension = false;
+	bool		logged_plugin = false;
+
+	for (;;)
+	{
+		if (!extension_ready())
+		{
+			if (!logged_extension)
+				ereport(LOG,
+						(errmsg("outbox decoder is waiting for CREATE EXTENSION outbox in database \"%s\"",
+								outbox_database)));
+			logged_extension = true;
+			decoder_sleep(DECODER_RECHECK_MS);
+			continue;
+		}
+		if (!plugin_library_allowed())
+		{
+			if (!logged_plugin)
+				ereport(LOG,
+						(errmsg("outbox decoder cannot decode WAL: library \"%s\" is not listed in output_plugin_libraries",
+								OUTBOX_PLUGIN_NAME),
+						 errdetail("Messages are still delivered, found by table scans, but with more latency."),
+						 errhint("Run ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding', 'outbox'; then SELECT pg_reload_conf();")));
+			logged_plugin = true;
+			decoder_sleep(DECODER_RECHECK_MS);
+			continue;
+		}
+		return;
+	}
+}
+
+static XLogReaderRoutine *
+page_reader(void)
+{
+	static XLogReaderRoutine routine = {
+		.page_read = read_local_xlog_page,
+		.segment_open = wal_segment_open,
+		.segment_close = wal_segment_close
+	};
+
+	return &routine;
+}
+
+static void
+create_slot(void)
+{
+	LogicalDecodingContext *ctx;
+
+	ReplicationSlotCreate(outbox_slot_name, true, RS_EPHEMERAL, false);
+	ctx = CreateInitDecodingContext(OUTBOX_PLUGIN_NAME, NIL, false,
+									InvalidXLogRecPtr, page_reader(),
+									NULL, NULL, NULL);
+	DecodingContextFindStartpoint(ctx);
+	FreeDecodingContext(ctx);
+	ReplicationSlotPersist();
+	ReplicationSlotRelease();
+	ereport(LOG,
+			(errmsg("outbox decoder created replication slot \"%s\"",
+					outbox_slot_name)));
+}
+
+/*
+ * Acquire our slot, creating or recreating it as needed.  Returns false if
+ * the name is taken by a slot that is not ours (logged once by the caller).
+ * A new slot starts at the current WAL position, so everything committed
+ * before it must come from the table: ask the dispatcher for a scan.
+ */
+static bool
+acquire_slot(void)
+{
+	ReplicationSlot *slot;
+
+	slot = SearchNamedReplicationSlot(outbox_slot_name, true);
+	if (slot == NULL)
+	{
+		create_slot();
+		outbox_wake_dispatcher(true);
+	}
+
+	ReplicationSlotAcquire(outbox_slot_name, true);
+	slot = MyReplicationSlot;
+	if (!SlotIsLogical(slot) ||
+		slot->data.database != MyDatabaseId ||
+		strcmp(NameStr(slot->data.plugin), OUTBOX_PLUGIN_NAME) != 0)
+	{
+		ReplicationSlotRelease();
+		return false;
+	}
+
+	if (XLogRecPtrIsInvalid(slot->data.restart_lsn))
+	{
+		ereport(LOG,
+				(errmsg("outbox replication slot \"%s\" was invalidated; recreating it",
+						outbox_slot_name),
+				 errdetail("Pending messages are found in outbox.messages; nothing is lost."),
+				 errhint("Raise max_slot_wal_keep_size if this happens often.")));
+		ReplicationSlotRelease();
+		ReplicationSlotDrop(outbox_slot_name, true);
+		create_slot();
+		outbox_wake_dispatcher(true);
+		ReplicationSlotAcquire(outbox_slot_name, true);
+	}
+	return true;
+}
+
+static void
+decoder_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
+					  TransactionId xid, bool last_write)
+{
+	resetStringInfo(ctx->out);
+}
+
+static void
+decoder_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
+			  TransactionId xid, bool last_write)
+{
+	if (!outbox_ring_put(ctx->out->data, ctx->out->len))
+		ring_overflowed = true;
+	if (++messages_since_wake >= DECODER_WAKE_EVERY)
+	{
+		messages_since_wake = 0;
+		outbox_wake_dispatcher(false);
+	}
+}
+
+/*
+ * Tell the dispatcher how far the ring is complete, and wake it.
+ */
+static void
+publish_progress(XLogRecPtr upto)
+{
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->decoded_upto = upto;
+	if (ring_overflowed)
+		outbox_shared->scan_requested = true;
+	SpinLockRelease(&outbox_shared->mutex);
+	ring_overflowed = false;
+	messages_since_wake = 0;
+	outbox_wake_dispatcher(false);
+}
+
+/*
+ * Decode until the extension goes away (then return), or until an ERROR or
+ * SIGTERM ends the process.
+ */
+static void
+decode_stream(MemoryContext context)
+{
+	LogicalDecodingContext *ctx;
+	MemoryContext oldcxt;
+	TimestampTz last_save = GetCurrentTimestamp();
+
+	oldcxt = MemoryContextSwitchTo(context);
+	ctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, page_reader(),
+								decoder_prepare_write, decoder_write, NULL);
+	XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
+	MemoryContextSwitchTo(oldcxt);
+
+	decoder_set_streaming(true);
+	pgstat_report_activity(STATE_RUNNING, "decoding");
+
+	while (extension_ready())
+	{
+		XLogRecPtr	start = ctx->reader->EndRecPtr;
+		XLogRecPtr	flush = GetFlushRecPtr(NULL);
+
+		oldcxt = MemoryContextSwitchTo(context);
+		while (ctx->reader->EndRecPtr < flush)
+		{
+			XLogRecord *record;
+			char	   *errm = NULL;
+
+			record = XLogReadRecord(ctx->reader, &errm);
+			if (errm)
+				elog(ERROR, "outbox decoder could not read WAL at %X/%X: %s",
+					 LSN_FORMAT_ARGS(ctx->reader->EndRecPtr), errm);
+			if (record != NULL)
+				LogicalDecodingProcessRecord(ctx, ctx->reader);
+			CHECK_FOR_INTERRUPTS();
+		}
+		MemoryContextSwitchTo(oldcxt);
+
+		if (ctx->reader->EndRecPtr > start)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			/*
+			 * Messages are durable in the table once committed, so the slot
+			 * may move past them now, delivered or not: WAL retention stays
+			 * bounded however long a target is down.
+			 */
+			LogicalConfirmReceivedLocation(ctx->reader->EndRecPtr);
+			ReplicationSlotMarkDirty();
+			if (TimestampDifferenceExceeds(last_save, now,
+										   DECODER_SAVE_INTERVAL_MS))
+			{
+				ReplicationSlotSave();
+				last_save = now;
+			}
+			UpdateDecodingStats(ctx);
+			publish_progress(ctx->reader->EndRecPtr);
+		}
+
+		decoder_sleep(DECODER_NAPTIME_MS);
+	}
+
+	decoder_set_streaming(false);
+	FreeDecodingContext(ctx);
+	MemoryContextReset(context);
+}
+
+void
+outbox_decoder_main(Datum main_arg)
+{
+	MemoryContext context;
+	bool		logged_foreign_slot = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (outbox_shared == NULL)
+		elog(ERROR, "outbox must be loaded through shared_preload_libraries");
+
+	BackgroundWorkerInitializeConnection(outbox_database, NULL, 0);
+
+	before_shmem_exit(decoder_detach, (Datum) 0);
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->decoder_latch = MyLatch;
+	SpinLockRelease(&outbox_shared->mutex);
+
+	/* Neither can change without a restart: say so once and stay out. */
+	if (wal_level < WAL_LEVEL_LOGICAL || max_replication_slots < 1)
+	{
+		ereport(LOG,
+				(errmsg("outbox decoder is not running: it needs wal_level = logical and max_replication_slots > 0"),
+				 errdetail("Messages are still delivered, found by table scans, but with more latency."),
+				 errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
+		proc_exit(0);
+	}
+
+	context = AllocSetContextCreate(TopMemoryContext, "outbox decoder",
+									ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		wait_until_ready();
+
+		if (!acquire_slot())
+		{
+			if (!logged_foreign_slot)
+				ereport(LOG,
+						(errmsg("outbox decoder cannot use replication slot \"%s\": it was not created by outbox in this database",
+								outbox_slot_name),
+						 errhint("Drop that slot, or set outbox.slot_name to another name and restart.")));
+			logged_foreign_slot = true;
+			decoder_sleep(DECODER_RECHECK_MS);
+			continue;
+		}
+		logged_foreign_slot = false;
+
+		decode_stream(context);
+
+		/* The extension was dropped: so is its slot, to retain no WAL. */
+		ReplicationSlotRelease();
+		ReplicationSlotDrop(outbox_slot_name, true);
+		ereport(LOG,
+				(errmsg("outbox decoder dropped replication slot \"%s\" after DROP EXTENSION outbox",
+						outbox_slot_name)));
+	}
+}

@@ -1,0 +1,934 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatcher.c
+ *	  The dispatcher worker: finds messages, sends them, records outcomes.
+ *
+ * Messages reach the dispatcher two ways: decoded from WAL through the
+ * shared ring (the fast path, no re-read of the table), and from table scans
+ * (at start, for outbox_send rows, for due retries, and whenever the fast
+ * path may have missed something).  Both give the same OutboxMessage.
+ *
+ * Every message the dispatcher holds is tracked by id in one hash table:
+ * QUEUED (waiting for a free request slot), INFLIGHT, or DONE.  A scan skips
+ * messages that are queued or in flight.  The ring skips every tracked
+ * message, including DONE ones: a message found by a scan may still arrive
+ * through the ring afterwards, so a scanned message stays DONE until the
+ * decoder has passed the WAL position of that scan; then no copy of it can
+ * still be on its way and the entry is forgotten.
+ *
+ * Outcomes are recorded in batches: each turn of the loop writes all
+ * outcomes collected so far with one UPDATE in one transaction.  An outcome
+ * is only ever recorded after its HTTP response (at-least-once).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+#include <curl/curl.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type_d.h"
+#include "commands/extension.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "lib/ilist.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "outbox.h"
+
+/* Rows fetched by one table scan */
+#define SCAN_BATCH				1000
+/* Scan at least this often, whatever else happens (safety net) */
+#define SAFETY_SCAN_MS			5000
+/* How often to look for CREATE EXTENSION while it has not run */
+#define EXTENSION_CHECK_MS		1000
+/* Pause after a failed transaction before trying again */
+#define ERROR_BACKOFF_MS		1000
+/* Longest wait for in-flight requests at shutdown */
+#define SHUTDOWN_GRACE_MS		5000
+
+typedef enum TrackState
+{
+	TRACK_QUEUED,
+	TRACK_INFLIGHT,
+	TRACK_DONE
+} TrackState;
+
+typedef struct Tracked
+{
+	int64		id;
+	TrackState	state;
+	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
+	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */
+	OutboxMessage *msg;			/* QUEUED and INFLIGHT */
+	char	   *body;			/* INFLIGHT */
+	dlist_node	node;			/* in ready_queue (QUEUED) or done_list */
+} Tracked;
+
+/* Hash entry: Tracked lives apart, since curl holds pointers to it */
+typedef struct TrackedEntry
+{
+	int64		id;				/* hash key */
+	Tracked    *t;
+} TrackedEntry;
+
+typedef struct Outcome
+{
+	int64		id;
+	const char *state;
+	int32		attempts;
+	int32		status;			/* 0: none */
+	char	   *error;			/* NULL: none */
+	TimestampTz delivered_at;	/* 0: not delivered */
+	TimestampTz next_attempt_at;	/* 0: unchanged */
+} Outcome;
+
+static MemoryContext message_context;
+
+/*
+ * Every message committed before this WAL position that the ring will ever
+ * carry has been taken from the ring already.
+ */
+static XLogRecPtr ring_covers = InvalidXLogRecPtr;
+static HTAB *tracked;
+static dlist_head ready_queue = DLIST_STATIC_INIT(ready_queue);
+static int	ready_count = 0;
+static dlist_head done_list = DLIST_STATIC_INIT(done_list);
+
+static Outcome *outcomes;
+static int	n_outcomes = 0;
+static int	max_outcomes = 0;
+
+static bool extension_ready = false;
+static Oid	extension_oid = InvalidOid;
+
+/* Table scan state: a keyset cursor over (next_attempt_at, id) */
+static bool scan_wanted = true;
+static bool cursor_valid = false;
+static TimestampTz cursor_time;
+static int64 cursor_id;
+static TimestampTz next_scan_at = 0;
+
+static SPIPlanPtr scan_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr outcome_plan = NULL;
+
+/* Targets already reported as missing from outbox.targets */
+static List *reported_targets = NIL;
+
+static void
+free_plans(void)
+{
+	if (scan_plan)
+		SPI_freeplan(scan_plan);
+	if (next_due_plan)
+		SPI_freeplan(next_due_plan);
+	if (outcome_plan)
+		SPI_freeplan(outcome_plan);
+	scan_plan = next_due_plan = outcome_plan = NULL;
+}
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static Datum
+make_array(Datum *elems, bool *nulls, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, type,
+											  typlen, typbyval, typalign));
+}
+
+/* ---- tracking ---- */
+
+static Tracked *
+find_tracked(int64 id)
+{
+	TrackedEntry *entry = hash_search(tracked, &id, HASH_FIND, NULL);
+
+	return entry ? entry->t : NULL;
+}
+
+static void
+free_tracked(Tracked *t)
+{
+	if (t->msg)
+		outbox_message_free(t->msg);
+	if (t->body)
+		pfree(t->body);
+	pfree(t);
+}
+
+static void
+untrack(Tracked *t)
+{
+	hash_search(tracked, &t->id, HASH_REMOVE, NULL);
+	free_tracked(t);
+}
+
+/* Queue msg for sending; t is its DONE entry if it has one */
+static void
+track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
+{
+	if (t == NULL)
+	{
+		TrackedEntry *entry = hash_search(tracked, &msg->id, HASH_ENTER, NULL);
+
+		t = MemoryContextAllocZero(message_context, sizeof(Tracked));
+		t->id = msg->id;
+		entry->t = t;
+	}
+	else
+		dlist_delete(&t->node); /* from done_list */
+	t->state = TRACK_QUEUED;
+	t->forget_after = forget_after;
+	t->msg = msg;
+	t->body = NULL;
+	dlist_push_tail(&ready_queue, &t->node);
+	ready_count++;
+}
+
+/*
+ * Forget everything: the extension was dropped or recreated, so ids no longer
+ * mean what they meant.  Requests in flight finish, and are ignored.
+ */
+static void
+forget_all(void)
+{
+	HASH_SEQ_STATUS status;
+	TrackedEntry *entry;
+
+	hash_seq_init(&status, tracked);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		Tracked    *t = entry->t;
+
+		hash_search(tracked, &entry->id, HASH_REMOVE, NULL);
+		if (t->state == TRACK_INFLIGHT)
+			t->orphaned = true; /* freed when its request completes */
+		else
+			free_tracked(t);
+	}
+	dlist_init(&ready_queue);
+	dlist_init(&done_list);
+	ready_count = 0;
+	n_outcomes = 0;
+	cursor_valid = false;
+	scan_wanted = true;
+}
+
+/*
+ * Forget DONE messages the ring can no longer deliver again.
+ */
+static void
+sweep_done(void)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &done_list)
+	{
+		Tracked    *t = dlist_container(Tracked, node, iter.cur);
+
+		if (t->forget_after <= ring_covers)
+		{
+			dlist_delete(&t->node);
+			untrack(t);
+		}
+	}
+}
+
+/* ---- transactions ---- */
+
+/*
+ * Run fn inside a transaction with SPI connected.  An ERROR is logged, the
+ * transaction is aborted and false returned: the caller retries later, and
+ * nothing it holds is lost.  The extension's presence is checked first; fn
+ * is not called if it is missing.
+ */
+static bool
+run_in_transaction(void (*fn) (void), const char *activity)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	pgstat_report_activity(STATE_RUNNING, activity);
+	PG_TRY();
+	{
+		Oid			oid = get_extension_oid(OUTBOX_EXTENSION_NAME, true);
+
+		if (oid != extension_oid)
+		{
+			forget_all();
+			free_plans();
+			extension_oid = oid;
+		}
+		extension_ready = OidIsValid(oid);
+		SpinLockAcquire(&outbox_shared->mutex);
+		outbox_shared->extension_ready = extension_ready;
+		SpinLockRelease(&outbox_shared->mutex);
+
+		if (extension_ready)
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			PushActiveSnapshot(GetTransactionSnapshot());
+			fn();
+			PopActiveSnapshot();
+			SPI_finish();
+		}
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("outbox dispatcher could not %s: %s", activity,
+						edata->message),
+				 errdetail("It will try again; no message is lost.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(oldcxt);
+	return ok;
+}
+
+static void
+noop(void)
+{
+}
+
+/* ---- scanning ---- */
+
+static Datum
+configured_targets(void)
+{
+	int			n = outbox_target_count();
+	Datum	   *names = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		names[i] = CStringGetTextDatum(outbox_target_name(i));
+	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+static char *
+text_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static Jsonb *
+jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbP(d);
+}
+
+/*
+ * Fetch the next batch of due rows and queue those not already held.
+ */
+static void
+scan_table(void)
+{
+	Oid			types[] = {TEXTARRAYOID, TIMESTAMPTZOID, INT8OID, INT4OID};
+	Datum		values[4];
+	XLogRecPtr	scan_lsn;
+	StringInfoData buf;
+	int			ret;
+	uint64		nrows;
+
+	if (scan_plan == NULL)
+		scan_plan = prepare_kept(
+								 "SELECT id, target, message_id, message_type, key, headers,"
+								 "       payload, attempts, next_attempt_at"
+								 "  FROM outbox.messages"
+								 " WHERE state = 'pending' AND next_attempt_at <= now()"
+								 "   AND target = ANY ($1)"
+								 "   AND (next_attempt_at, id) > ($2, $3)"
+								 " ORDER BY next_attempt_at, id"
+								 " LIMIT $4",
+								 lengthof(types), types);
+
+	values[0] = configured_targets();
+	values[1] = TimestampTzGetDatum(cursor_valid ? cursor_time : DT_NOBEGIN);
+	values[2] = Int64GetDatum(cursor_valid ? cursor_id : 0);
+	values[3] = Int32GetDatum(SCAN_BATCH);
+	ret = SPI_execute_plan(scan_plan, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "scanning outbox.messages failed: %s",
+			 SPI_result_code_string(ret));
+
+	/*
+	 * Every row this scan saw was committed before this WAL position, so any
+	 * copy of it in the ring has been put there once the decoder passed it.
+	 */
+	scan_lsn = GetXLogInsertRecPtr();
+	nrows = SPI_processed;
+	initStringInfo(&buf);
+
+	for (uint64 i = 0; i < nrows; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		Tracked    *t = find_tracked(id);
+		MemoryContext oldcxt;
+
+		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+		cursor_id = id;
+		cursor_valid = true;
+
+		if (t != NULL && t->state != TRACK_DONE)
+			continue;
+
+		resetStringInfo(&buf);
+		outbox_message_encode(&buf, id, InvalidXLogRecPtr,
+							  DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)),
+							  text_or_null(tup, desc, 2),
+							  text_or_null(tup, desc, 3),
+							  text_or_null(tup, desc, 4),
+							  text_or_null(tup, desc, 5),
+							  jsonb_or_null(tup, desc, 6),
+							  jsonb_or_null(tup, desc, 7));
+		oldcxt = MemoryContextSwitchTo(message_context);
+		track(outbox_message_decode(buf.data, buf.len), scan_lsn, t);
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	if (nrows < SCAN_BATCH)
+	{
+		/* Reached the end: start over next time, when something is due */
+		Oid			due_types[] = {TEXTARRAYOID};
+		bool		isnull;
+		TimestampTz now = GetCurrentTimestamp();
+
+		cursor_valid = false;
+		scan_wanted = false;
+		if (next_due_plan == NULL)
+			next_due_plan = prepare_kept(
+										 "SELECT min(next_attempt_at) FROM outbox.messages"
+										 " WHERE state = 'pending' AND next_attempt_at > now()"
+										 "   AND target = ANY ($1)",
+										 lengthof(due_types), due_types);
+		ret = SPI_execute_plan(next_due_plan, values, NULL, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "scanning outbox.messages failed: %s",
+				 SPI_result_code_string(ret));
+		next_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
+		if (SPI_processed == 1)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull && DatumGetTimestampTz(d) < next_scan_at)
+				next_scan_at = DatumGetTimestampTz(d);
+		}
+	}
+	pfree(buf.data);
+}
+
+/* ---- recording outcomes ---- */
+
+static void
+record_outcomes(void)
+{
+	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		values[7];
+	Datum	   *cols[7];
+	bool	   *nulls[7];
+	int			ret;
+
+	if (n_outcomes == 0)
+		return;
+	if (outcome_plan == NULL)
+		outcome_plan = prepare_kept(
+									"UPDATE outbox.messages AS m"
+									"   SET state = o.state, attempts = o.attempts,"
+									"       last_status = o.status, last_error = o.error,"
+									"       delivered_at = o.delivered_at,"
+									"       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
+									"  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
+									"       AS o(id, state, attempts, status, error, delivered_at, next_at)"
+									" WHERE m.id = o.id AND m.state = 'pending'",
+									lengthof(types), types);
+
+	for (int c = 0; c < 7; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n_outcomes);
+		nulls[c] = palloc0(sizeof(bool) * n_outcomes);
+	}
+	for (int i = 0; i < n_outcomes; i++)
+	{
+		Outcome    *o = &outcomes[i];
+
+		cols[0][i] = Int64GetDatum(o->id);
+		cols[1][i] = CStringGetTextDatum(o->state);
+		cols[2][i] = Int32GetDatum(o->attempts);
+		cols[3][i] = Int32GetDatum(o->status);
+		nulls[3][i] = (o->status == 0);
+		cols[4][i] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+		nulls[4][i] = (o->error == NULL);
+		cols[5][i] = TimestampTzGetDatum(o->delivered_at);
+		nulls[5][i] = (o->delivered_at == 0);
+		cols[6][i] = TimestampTzGetDatum(o->next_attempt_at);
+		nulls[6][i] = (o->next_attempt_at == 0);
+	}
+	values[0] = make_array(cols[0], nulls[0], n_outcomes, INT8OID);
+	values[1] = make_array(cols[1], nulls[1], n_outcomes, TEXTOID);
+	values[2] = make_array(cols[2], nulls[2], n_outcomes, INT4OID);
+	values[3] = make_array(cols[3], nulls[3], n_outcomes, INT4OID);
+	values[4] = make_array(cols[4], nulls[4], n_outcomes, TEXTOID);
+	values[5] = make_array(cols[5], nulls[5], n_outcomes, TIMESTAMPTZOID);
+	values[6] = make_array(cols[6], nulls[6], n_outcomes, TIMESTAMPTZOID);
+
+	ret = SPI_execute_plan(outcome_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "recording outcomes failed: %s",
+			 SPI_result_code_string(ret));
+}
+
+static void
+flush_outcomes(void)
+{
+	if (n_outcomes == 0)
+		return;
+	if (run_in_transaction(record_outcomes, "record delivery outcomes"))
+	{
+		for (int i = 0; i < n_outcomes; i++)
+			if (outcomes[i].error)
+				pfree(outcomes[i].error);
+		n_outcomes = 0;
+	}
+}
+
+/* Full-jitter exponential backoff: uniform in [0, min(max, base * 2^(n-1))] */
+static TimestampTz
+retry_time(TimestampTz now, int attempts)
+{
+	double		cap = outbox_retry_base_delay * pow(2.0, Min(attempts - 1, 40));
+
+	if (cap > outbox_retry_max_delay)
+		cap = outbox_retry_max_delay;
+	return now + (TimestampTz) (pg_prng_double(&pg_global_prng_state) * cap * 1000.0);
+}
+
+static void
+add_outcome(Tracked *t, OutboxHttpResult *r)
+{
+	Outcome    *o;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		ok = !r->transport_error && r->status >= 200 && r->status < 300;
+
+	if (n_outcomes == max_outcomes)
+	{
+		max_outcomes = Max(64, max_outcomes * 2);
+		outcomes = repalloc(outcomes, sizeof(Outcome) * max_outcomes);
+	}
+	o = &outcomes[n_outcomes++];
+	o->id = t->id;
+	o->attempts = t->msg->attempts + 1;
+	o->status = r->transport_error ? 0 : (int32) r->status;
+	o->error = ok ? NULL : MemoryContextStrdup(TopMemoryContext, r->error);
+	o->delivered_at = ok ? now : 0;
+	o->next_attempt_at = 0;
+	if (ok)
+		o->state = "delivered";
+	else if (o->attempts >= outbox_max_attempts)
+		o->state = "dead";
+	else
+	{
+		o->state = "pending";
+		o->next_attempt_at = retry_time(now, o->attempts);
+		if (o->next_attempt_at < next_scan_at || next_scan_at == 0)
+			next_scan_at = o->next_attempt_at;
+	}
+}
+
+static void
+request_done(OutboxHttpResult *r)
+{
+	Tracked    *t = r->owner;
+
+	if (t->orphaned)
+	{
+		/* Its row went away with the extension */
+		free_tracked(t);
+		return;
+	}
+	add_outcome(t, r);
+	outbox_message_free(t->msg);
+	pfree(t->body);
+	t->msg = NULL;
+	t->body = NULL;
+	if (t->forget_after <= ring_covers)
+		untrack(t);
+	else
+	{
+		t->state = TRACK_DONE;
+		dlist_push_tail(&done_list, &t->node);
+	}
+}
+
+/* ---- sending ---- */
+
+typedef struct HeaderBuild
+{
+	struct curl_slist *list;
+	StringInfo	line;
+} HeaderBuild;
+
+static void
+add_header_line(HeaderBuild *hb, const char *name, const char *value)
+{
+	resetStringInfo(hb->line);
+	appendStringInfo(hb->line, "%s: %s", name, value);
+	hb->list = curl_slist_append(hb->list, hb->line->data);
+}
+
+static void
+add_custom_header(const char *name, int name_len, const JsonbValue *value,
+				  void *arg)
+{
+	HeaderBuild *hb = arg;
+
+	/* Enqueue refused bad headers; rows written by hand are filtered here */
+	if (value->type != jbvString ||
+		outbox_header_problem(name, name_len, value->val.string.val,
+							  value->val.string.len) != NULL)
+		return;
+	resetStringInfo(hb->line);
+	appendStringInfo(hb->line, "%.*s: %.*s", name_len, name,
+					 value->val.string.len, value->val.string.val);
+	hb->list = curl_slist_append(hb->list, hb->line->data);
+}
+
+static struct curl_slist *
+build_headers(OutboxMessage *msg)
+{
+	StringInfoData line;
+	HeaderBuild hb = {NULL, &line};
+	char		number[32];
+	char	   *webhook_id = outbox_webhook_id(msg->id, msg->message_id);
+
+	initStringInfo(&line);
+	add_header_line(&hb, "Content-Type", "application/json");
+	/* Never wait for "100 Continue" before sending the body */
+	hb.list = curl_slist_append(hb.list, "Expect:");
+	add_header_line(&hb, "webhook-id", webhook_id);
+	snprintf(number, sizeof(number), "%lld", (long long) time(NULL));
+	add_header_line(&hb, "webhook-timestamp", number);
+	snprintf(number, sizeof(number), "%d", msg->attempts + 1);
+	add_header_line(&hb, "outbox-attempt", number);
+	if (msg->message_type)
+		add_header_line(&hb, "outbox-type", msg->message_type);
+	if (msg->key)
+		add_header_line(&hb, "outbox-key", msg->key);
+	outbox_headers_walk(msg->headers, add_custom_header, &hb);
+	pfree(webhook_id);
+	pfree(line.data);
+	return hb.list;
+}
+
+static void
+report_missing_target(const char *target)
+{
+	MemoryContext oldcxt;
+	ListCell   *lc;
+
+	foreach(lc, reported_targets)
+	{
+		if (strcmp((char *) lfirst(lc), target) == 0)
+			return;
+	}
+	ereport(LOG,
+			(errmsg("outbox target \"%s\" is not configured; its messages wait",
+					target),
+			 errhint("Add %s=<url> to outbox.targets and reload the configuration.",
+					 target)));
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	reported_targets = lappend(reported_targets, pstrdup(target));
+	MemoryContextSwitchTo(oldcxt);
+}
+
+static void
+start_requests(void)
+{
+	while (outbox_http_inflight() < outbox_max_inflight &&
+		   !dlist_is_empty(&ready_queue))
+	{
+		Tracked    *t = dlist_container(Tracked, node,
+										dlist_pop_head_node(&ready_queue));
+		const char *url = outbox_target_url(t->msg->target);
+		MemoryContext oldcxt;
+
+		ready_count--;
+		if (url == NULL)
+		{
+			/* Left pending in the table; scans skip unconfigured targets */
+			report_missing_target(t->msg->target);
+			untrack(t);
+			continue;
+		}
+
+		oldcxt = MemoryContextSwitchTo(message_context);
+		t->body = JsonbToCString(NULL, &t->msg->payload->root,
+								 VARSIZE(t->msg->payload));
+		t->state = TRACK_INFLIGHT;
+		outbox_http_start(t, url, t->body, strlen(t->body),
+						  build_headers(t->msg));
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+/* ---- the ring ---- */
+
+static int
+queue_limit(void)
+{
+	return Max(SCAN_BATCH, 4 * outbox_max_inflight);
+}
+
+/*
+ * Move decoded messages from the ring to the ready queue, as far as there is
+ * room, and advance ring_covers if the ring was emptied.
+ */
+static void
+take_from_ring(StringInfo buf)
+{
+	XLogRecPtr	decoded_upto;
+	bool		streaming;
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	decoded_upto = outbox_shared->decoded_upto;
+	streaming = outbox_shared->decoder_streaming;
+	SpinLockRelease(&outbox_shared->mutex);
+
+	for (;;)
+	{
+		MemoryContext oldcxt;
+		OutboxMessage *msg;
+
+		if (ready_count >= queue_limit())
+			return;				/* ring not emptied: ring_covers stays */
+		if (!outbox_ring_get(buf))
+			break;
+		oldcxt = MemoryContextSwitchTo(message_context);
+		msg = outbox_message_decode(buf->data, buf->len);
+		MemoryContextSwitchTo(oldcxt);
+		if (find_tracked(msg->id) != NULL)
+			outbox_message_free(msg);	/* already held, or just sent */
+		else
+			track(msg, InvalidXLogRecPtr, NULL);
+	}
+	/* Without a streaming decoder nothing more is coming through the ring */
+	ring_covers = streaming ? decoded_upto : PG_UINT64_MAX;
+}
+
+/* ---- the loop ---- */
+
+static void
+reload_configuration(void)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	list_free_deep(reported_targets);
+	reported_targets = NIL;
+	/* New targets may have messages waiting */
+	cursor_valid = false;
+	scan_wanted = true;
+}
+
+static void
+shutdown_gracefully(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   Min(SHUTDOWN_GRACE_MS,
+														   outbox_request_timeout));
+
+	while (outbox_http_inflight() > 0)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														   deadline);
+
+		if (left <= 0)
+			break;
+		outbox_http_wait(left, PG_WAIT_EXTENSION);
+		outbox_http_collect(request_done);
+	}
+	flush_outcomes();
+	proc_exit(1);
+}
+
+static void
+dispatcher_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->dispatcher_latch = NULL;
+	SpinLockRelease(&outbox_shared->mutex);
+}
+
+void
+outbox_dispatcher_main(Datum main_arg)
+{
+	HASHCTL		ctl;
+	StringInfoData ringbuf;
+	TimestampTz next_extension_check = 0;
+	bool		logged_waiting = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	if (outbox_shared == NULL)
+		elog(ERROR, "outbox must be loaded through shared_preload_libraries");
+
+	BackgroundWorkerInitializeConnection(outbox_database, NULL, 0);
+
+	before_shmem_exit(dispatcher_detach, (Datum) 0);
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->dispatcher_latch = MyLatch;
+	SpinLockRelease(&outbox_shared->mutex);
+
+	message_context = AllocSetContextCreate(TopMemoryContext,
+											"outbox messages",
+											ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(TrackedEntry);
+	ctl.hcxt = TopMemoryContext;
+	tracked = hash_create("outbox tracked messages", 4096, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	max_outcomes = 64;
+	outcomes = MemoryContextAlloc(TopMemoryContext,
+								  sizeof(Outcome) * max_outcomes);
+	initStringInfo(&ringbuf);
+	outbox_http_init();
+
+	for (;;)
+	{
+		TimestampTz now;
+		long		timeout = -1;
+		bool		scan_requested;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			shutdown_gracefully();
+		if (ConfigReloadPending)
+			reload_configuration();
+
+		now = GetCurrentTimestamp();
+		if (!extension_ready)
+		{
+			if (now >= next_extension_check)
+			{
+				run_in_transaction(noop, "check for the extension");
+				next_extension_check = TimestampTzPlusMilliseconds(now,
+																   EXTENSION_CHECK_MS);
+				if (!extension_ready && !logged_waiting)
+					ereport(LOG,
+							(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
+									outbox_database)));
+				logged_waiting = !extension_ready;
+				if (extension_ready)
+				{
+					Latch	   *decoder;
+
+					SpinLockAcquire(&outbox_shared->mutex);
+					decoder = outbox_shared->decoder_latch;
+					SpinLockRelease(&outbox_shared->mutex);
+					if (decoder)
+						SetLatch(decoder);
+				}
+			}
+		}
+
+		if (extension_ready)
+		{
+			SpinLockAcquire(&outbox_shared->mutex);
+			scan_requested = outbox_shared->scan_requested;
+			outbox_shared->scan_requested = false;
+			SpinLockRelease(&outbox_shared->mutex);
+
+			if (scan_requested)
+			{
+				scan_wanted = true;
+				cursor_valid = false;
+			}
+			if (now >= next_scan_at)
+				scan_wanted = true;
+
+			take_from_ring(&ringbuf);
+			sweep_done();
+
+			/* Outcomes first: a scan must not see rows we already sent */
+			if (n_outcomes > 0)
+				flush_outcomes();
+			if ((scan_wanted || cursor_valid) && n_outcomes == 0 &&
+				ready_count < outbox_max_inflight)
+			{
+				if (!run_in_transaction(scan_table, "scan outbox.messages"))
+					next_scan_at = TimestampTzPlusMilliseconds(now,
+															   ERROR_BACKOFF_MS);
+			}
+			if (extension_ready)
+				start_requests();
+		}
+
+		/* Sleep until a latch, a socket, curl's timer or the next scan */
+		if (!extension_ready)
+			timeout = EXTENSION_CHECK_MS;
+		else if (n_outcomes > 0)
+			timeout = ERROR_BACKOFF_MS;
+		else if (cursor_valid && ready_count < outbox_max_inflight)
+			timeout = 0;
+		else
+			timeout = Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															 next_scan_at));
+		outbox_http_wait(timeout, PG_WAIT_EXTENSION);
+		outbox_http_collect(request_done);
+	}
+}

@@ -1,0 +1,356 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The HTTP dispatcher: libcurl's multi interface in a WaitEventSet.
+ *
+ * All requests share one curl multi handle, so connections to a target are
+ * kept alive and reused.  curl tells us which sockets to watch (socket
+ * callback) and when it next needs to run (timer callback); we wait on those
+ * sockets, the process latch and postmaster death in a single WaitEventSet,
+ * so a commit wakes the dispatcher as promptly as a socket does.  PostgreSQL
+ * 15 cannot remove an event from a set, so the set is rebuilt whenever curl
+ * adds or removes a socket; with keep-alive that is rare.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "outbox.h"
+
+/* A response body larger than this is cut off and counts as a failure */
+#define MAX_RESPONSE_BYTES		(1024 * 1024)
+
+typedef struct HttpRequest
+{
+	CURL	   *easy;
+	void	   *owner;
+	struct curl_slist *headers;
+	size_t		received;
+	char		status_line[128];
+	char		errbuf[CURL_ERROR_SIZE];
+} HttpRequest;
+
+typedef struct SocketEntry
+{
+	curl_socket_t fd;			/* hash key */
+	int			what;			/* CURL_POLL_* */
+	int			pos;			/* position in the wait set, -1 if none */
+} SocketEntry;
+
+static CURLM *multi = NULL;
+static HTAB *sockets = NULL;
+static MemoryContext http_context = NULL;
+static WaitEventSet *wait_set = NULL;
+static bool wait_set_stale = true;
+static TimestampTz curl_deadline = 0;	/* 0: curl needs no timer */
+static bool curl_timer_set = false;
+static int	inflight = 0;
+
+static uint32
+socket_events(int what)
+{
+	uint32		events = 0;
+
+	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+		events |= WL_SOCKET_READABLE;
+	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+		events |= WL_SOCKET_WRITEABLE;
+	return events;
+}
+
+static int
+socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp,
+				void *socketp)
+{
+	SocketEntry *entry;
+	bool		found;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		hash_search(sockets, &fd, HASH_REMOVE, NULL);
+		wait_set_stale = true;
+		return 0;
+	}
+
+	entry = hash_search(sockets, &fd, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->pos = -1;
+		entry->what = what;
+		wait_set_stale = true;
+	}
+	else if (entry->what != what)
+	{
+		entry->what = what;
+		if (wait_set_stale || entry->pos < 0 || socket_events(what) == 0)
+			wait_set_stale = true;
+		else
+			ModifyWaitEvent(wait_set, entry->pos, socket_events(what), NULL);
+	}
+	return 0;
+}
+
+static int
+timer_callback(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		curl_timer_set = false;
+	else
+	{
+		curl_timer_set = true;
+		curl_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													timeout_ms);
+	}
+	return 0;
+}
+
+void
+outbox_http_init(void)
+{
+	HASHCTL		ctl;
+
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		elog(ERROR, "could not initialize libcurl");
+	multi = curl_multi_init();
+	if (multi == NULL)
+		elog(ERROR, "could not create a libcurl multi handle");
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
+
+	http_context = AllocSetContextCreate(TopMemoryContext, "outbox http",
+										 ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(curl_socket_t);
+	ctl.entrysize = sizeof(SocketEntry);
+	ctl.hcxt = http_context;
+	sockets = hash_create("outbox curl sockets", 64, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+static size_t
+write_callback(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpRequest *req = userp;
+
+	req->received += size * nmemb;
+	if (req->received > MAX_RESPONSE_BYTES)
+		return 0;				/* abort the transfer */
+	return size * nmemb;
+}
+
+static size_t
+header_callback(char *data, size_t size, size_t nitems, void *userp)
+{
+	HttpRequest *req = userp;
+	size_t		len = size * nitems;
+
+	/* Remember the last status line (after any 1xx interim responses) */
+	if (len > 5 && strncmp(data, "HTTP/", 5) == 0)
+	{
+		while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n'))
+			len--;
+		strlcpy(req->status_line, data,
+				Min(len + 1, sizeof(req->status_line)));
+	}
+	return size * nitems;
+}
+
+/*
+ * Start a POST of body to url.  body and headers must stay valid until the
+ * request completes; headers is freed with curl_slist_free_all then.
+ */
+void
+outbox_http_start(void *owner, const char *url, const char *body,
+				  size_t body_len, struct curl_slist *headers)
+{
+	HttpRequest *req = MemoryContextAllocZero(http_context,
+											  sizeof(HttpRequest));
+	CURL	   *easy = curl_easy_init();
+	CURLMcode	mrc;
+
+	if (easy == NULL)
+		elog(ERROR, "could not create a libcurl easy handle");
+	req->easy = easy;
+	req->owner = owner;
+	req->headers = headers;
+
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) outbox_request_timeout);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+					 (long) outbox_connect_timeout);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+
+	mrc = curl_multi_add_handle(multi, easy);
+	if (mrc != CURLM_OK)
+		elog(ERROR, "could not start an HTTP request: %s",
+			 curl_multi_strerror(mrc));
+	inflight++;
+}
+
+int
+outbox_http_inflight(void)
+{
+	return inflight;
+}
+
+static void
+rebuild_wait_set(void)
+{
+	HASH_SEQ_STATUS status;
+	SocketEntry *entry;
+
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = CreateWaitEventSet(http_context,
+								  2 + hash_get_num_entries(sockets));
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL,
+					  NULL);
+	hash_seq_init(&status, sockets);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		uint32		events = socket_events(entry->what);
+
+		entry->pos = -1;
+		if (events != 0)
+			entry->pos = AddWaitEventToSet(wait_set, events, entry->fd, NULL,
+										   NULL);
+	}
+	wait_set_stale = false;
+}
+
+static void
+socket_action(curl_socket_t fd, int flags)
+{
+	int			running;
+	CURLMcode	mrc;
+
+	mrc = curl_multi_socket_action(multi, fd, flags, &running);
+	if (mrc != CURLM_OK)
+		elog(ERROR, "libcurl failed: %s", curl_multi_strerror(mrc));
+}
+
+/*
+ * Wait up to timeout_ms (-1: no limit) for the latch, a socket or curl's
+ * timer, and let curl make progress.  The latch is reset here; the caller
+ * must then look at everything a latch may announce.
+ */
+void
+outbox_http_wait(long timeout_ms, uint32 wait_event_info)
+{
+	WaitEvent	events[64];
+	int			n;
+
+	if (wait_set_stale)
+		rebuild_wait_set();
+
+	if (curl_timer_set)
+	{
+		long		curl_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															  curl_deadline);
+
+		if (timeout_ms < 0 || curl_ms < timeout_ms)
+			timeout_ms = curl_ms;
+	}
+
+	n = WaitEventSetWait(wait_set, timeout_ms, events, lengthof(events),
+						 wait_event_info);
+	for (int i = 0; i < n; i++)
+	{
+		WaitEvent  *ev = &events[i];
+
+		if (ev->events & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			flags = 0;
+
+			if (ev->events & WL_SOCKET_READABLE)
+				flags |= CURL_CSELECT_IN;
+			if (ev->events & WL_SOCKET_WRITEABLE)
+				flags |= CURL_CSELECT_OUT;
+			socket_action(ev->fd, flags);
+		}
+	}
+
+	if (curl_timer_set && GetCurrentTimestamp() >= curl_deadline)
+	{
+		curl_timer_set = false;
+		socket_action(CURL_SOCKET_TIMEOUT, 0);
+	}
+}
+
+/*
+ * Report each finished request to done(), then free it.  Returns how many
+ * finished.
+ */
+int
+outbox_http_collect(OutboxHttpDone done)
+{
+	CURLMsg    *msg;
+	int			left;
+	int			count = 0;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		HttpRequest *req;
+		OutboxHttpResult result;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+
+		memset(&result, 0, sizeof(result));
+		result.owner = req->owner;
+		if (msg->data.result == CURLE_OK)
+		{
+			curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &result.status);
+			strlcpy(result.error, req->status_line, sizeof(result.error));
+		}
+		else
+		{
+			result.transport_error = true;
+			if (msg->data.result == CURLE_WRITE_ERROR &&
+				req->received > MAX_RESPONSE_BYTES)
+				snprintf(result.error, sizeof(result.error),
+						 "response body larger than %d bytes",
+						 MAX_RESPONSE_BYTES);
+			else
+				strlcpy(result.error,
+						req->errbuf[0] ? req->errbuf :
+						curl_easy_strerror(msg->data.result),
+						sizeof(result.error));
+		}
+
+		curl_multi_remove_handle(multi, req->easy);
+		curl_easy_cleanup(req->easy);
+		curl_slist_free_all(req->headers);
+		pfree(req);
+		inflight--;
+		count++;
+
+		done(&result);
+	}
+	return count;
+}

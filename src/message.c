@@ -1,0 +1,226 @@
+/*-------------------------------------------------------------------------
+ *
+ * message.c
+ *	  The wire format of a decoded message, and webhook ids.
+ *
+ * The output plugin encodes each queued row into this format; the decoder
+ * passes it through the shared ring unchanged; the dispatcher decodes it into
+ * an OutboxMessage.  Messages found by a table scan are encoded the same way,
+ * so the dispatcher has a single representation.
+ *
+ * Layout: id (int64), commit LSN (uint64), attempts (int32), then target,
+ * message_id, message_type, key as (int32 length incl. NUL, or -1 for NULL)
+ * followed by the bytes, then headers and payload as (int32 length or -1)
+ * followed by the jsonb varlena, each starting at a MAXALIGN'd offset so
+ * that it can be used in place.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "outbox.h"
+
+static void
+put_int32(StringInfo out, int32 v)
+{
+	appendBinaryStringInfo(out, (char *) &v, sizeof(v));
+}
+
+static void
+put_string(StringInfo out, const char *s)
+{
+	if (s == NULL)
+		put_int32(out, -1);
+	else
+	{
+		int32		len = strlen(s) + 1;
+
+		put_int32(out, len);
+		appendBinaryStringInfo(out, s, len);
+	}
+}
+
+static void
+put_jsonb(StringInfo out, Jsonb *j)
+{
+	if (j == NULL)
+		put_int32(out, -1);
+	else
+	{
+		int32		len = VARSIZE(j);
+
+		put_int32(out, len);
+		while (out->len != MAXALIGN(out->len))
+			appendStringInfoCharMacro(out, '\0');
+		appendBinaryStringInfo(out, (char *) j, len);
+	}
+}
+
+void
+outbox_message_encode(StringInfo out, int64 id, XLogRecPtr lsn,
+					  int32 attempts, const char *target,
+					  const char *message_id, const char *message_type,
+					  const char *key, Jsonb *headers, Jsonb *payload)
+{
+	Assert(out->len == 0);
+	appendBinaryStringInfo(out, (char *) &id, sizeof(id));
+	appendBinaryStringInfo(out, (char *) &lsn, sizeof(lsn));
+	put_int32(out, attempts);
+	put_string(out, target);
+	put_string(out, message_id);
+	put_string(out, message_type);
+	put_string(out, key);
+	put_jsonb(out, headers);
+	put_jsonb(out, payload);
+}
+
+static int32
+get_int32(const char *data, uint32 *pos, uint32 len)
+{
+	int32		v;
+
+	if (*pos + sizeof(v) > len)
+		elog(ERROR, "outbox message truncated");
+	memcpy(&v, data + *pos, sizeof(v));
+	*pos += sizeof(v);
+	return v;
+}
+
+static char *
+get_bytes(char *data, uint32 *pos, uint32 len, bool align)
+{
+	int32		n = get_int32(data, pos, len);
+	char	   *p;
+
+	if (n < 0)
+		return NULL;
+	if (align)
+		*pos = MAXALIGN(*pos);
+	if (*pos + n > len)
+		elog(ERROR, "outbox message truncated");
+	p = data + *pos;
+	*pos += n;
+	return p;
+}
+
+/*
+ * Decode a record made by outbox_message_encode.  buf must be MAXALIGN'd
+ * (palloc'd): the result is a copy, with its jsonb values aligned in place.
+ */
+OutboxMessage *
+outbox_message_decode(const char *buf, uint32 len)
+{
+	OutboxMessage *msg = palloc(sizeof(OutboxMessage));
+	uint32		pos = 0;
+
+	msg->data = palloc(len);
+	memcpy(msg->data, buf, len);
+	if (len < sizeof(int64) + sizeof(XLogRecPtr))
+		elog(ERROR, "outbox message truncated");
+	memcpy(&msg->id, msg->data + pos, sizeof(int64));
+	pos += sizeof(int64);
+	memcpy(&msg->commit_lsn, msg->data + pos, sizeof(XLogRecPtr));
+	pos += sizeof(XLogRecPtr);
+	msg->attempts = get_int32(msg->data, &pos, len);
+	msg->target = get_bytes(msg->data, &pos, len, false);
+	msg->message_id = get_bytes(msg->data, &pos, len, false);
+	msg->message_type = get_bytes(msg->data, &pos, len, false);
+	msg->key = get_bytes(msg->data, &pos, len, false);
+	msg->headers = (Jsonb *) get_bytes(msg->data, &pos, len, true);
+	msg->payload = (Jsonb *) get_bytes(msg->data, &pos, len, true);
+	if (msg->target == NULL || msg->payload == NULL)
+		elog(ERROR, "outbox message %lld has no target or payload",
+			 (long long) msg->id);
+	return msg;
+}
+
+void
+outbox_message_free(OutboxMessage *msg)
+{
+	pfree(msg->data);
+	pfree(msg);
+}
+
+/*
+ * The webhook-id of a message: the caller's message_id, or one derived from
+ * the row id, which never changes across retries, restarts and redrives.
+ */
+char *
+outbox_webhook_id(int64 id, const char *message_id)
+{
+	if (message_id != NULL)
+		return pstrdup(message_id);
+	return psprintf("msg_%lld", (long long) id);
+}
+
+/*
+ * Call fn for each member of a headers object.  Iteration stops at nested
+ * values (whose tokens are skipped) so fn only sees top-level members.
+ */
+void
+outbox_headers_walk(Jsonb *headers, OutboxHeaderFn fn, void *arg)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+	int			name_len = 0;
+
+	if (headers == NULL || !JB_ROOT_IS_OBJECT(headers))
+		return;
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			name = v.val.string.val;
+			name_len = v.val.string.len;
+		}
+		else if (tok == WJB_VALUE)
+			fn(name, name_len, &v, arg);
+	}
+}
+
+/*
+ * Is this header one a message may set?  Returns NULL if so, or the reason.
+ * Names must be HTTP tokens; names that frame the request or that belong to
+ * the outbox's own protocol are reserved; values must not break the line.
+ */
+const char *
+outbox_header_problem(const char *name, int name_len,
+					  const char *value, int value_len)
+{
+	static const char *const reserved[] = {
+		"content-length", "content-type", "transfer-encoding", "host",
+		"connection", "expect", "te", "trailer", "upgrade"
+	};
+
+	if (name_len == 0)
+		return "header name is empty";
+	for (int i = 0; i < name_len; i++)
+	{
+		unsigned char c = (unsigned char) name[i];
+
+		if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL) || c == '\0')
+			return "header name contains a character that is not allowed in HTTP header names";
+	}
+	if ((name_len >= 8 && pg_strncasecmp(name, "webhook-", 8) == 0) ||
+		(name_len >= 7 && pg_strncasecmp(name, "outbox-", 7) == 0))
+		return "header names starting with \"webhook-\" or \"outbox-\" are reserved";
+	for (int i = 0; i < lengthof(reserved); i++)
+	{
+		if (strlen(reserved[i]) == name_len &&
+			pg_strncasecmp(name, reserved[i], name_len) == 0)
+			return "header name is reserved";
+	}
+	for (int i = 0; i < value_len; i++)
+	{
+		unsigned char c = (unsigned char) value[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return "header value contains a control character";
+	}
+	return NULL;
+}

@@ -1,0 +1,156 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.h
+ *	  Declarations shared by the parts of the outbox extension.
+ *
+ * The library has one file per responsibility:
+ *
+ *	outbox.c		_PG_init: GUCs, shared memory hooks, worker registration
+ *	config.c		GUC definitions and the parsed target list
+ *	shmem.c			shared state: worker latches, flags, decoded-message ring
+ *	api.c			SQL-callable functions and the wake-up at commit
+ *	message.c		wire format of a decoded message, webhook ids
+ *	plugin.c		the logical decoding output plugin
+ *	decoder.c		decoder worker: owns the slot, decodes WAL, runs no SQL
+ *	dispatcher.c	dispatcher worker: table scans, outcomes, event loop
+ *	http.c			libcurl multi driver integrated with a WaitEventSet
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_H
+#define OUTBOX_H
+
+#include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#define OUTBOX_EXTENSION_NAME	"outbox"
+#define OUTBOX_SCHEMA_NAME		"outbox"
+#define OUTBOX_TABLE_NAME		"messages"
+#define OUTBOX_PLUGIN_NAME		"outbox"
+
+/* Size of the shared ring that carries decoded messages to the dispatcher */
+#define OUTBOX_RING_SIZE		(8 * 1024 * 1024)
+
+/* ---- config.c ---- */
+
+extern char *outbox_database;
+extern char *outbox_targets;
+extern char *outbox_slot_name;
+extern int	outbox_max_attempts;
+extern int	outbox_retry_base_delay;	/* ms */
+extern int	outbox_retry_max_delay;		/* ms */
+extern int	outbox_request_timeout;		/* ms */
+extern int	outbox_connect_timeout;		/* ms */
+extern int	outbox_max_inflight;
+extern int	outbox_max_payload_size;	/* kB */
+
+extern void outbox_define_gucs(void);
+extern const char *outbox_target_url(const char *name);
+extern int	outbox_target_count(void);
+extern const char *outbox_target_name(int i);
+extern char *outbox_target_list(void);
+
+/* ---- shmem.c ---- */
+
+typedef struct OutboxShared
+{
+	slock_t		mutex;
+
+	/* Latches of the running workers (NULL when not running) */
+	Latch	   *decoder_latch;
+	Latch	   *dispatcher_latch;
+
+	/* Set by the dispatcher once CREATE EXTENSION outbox has run */
+	bool		extension_ready;
+
+	/* True while the decoder feeds the ring from a decoding context */
+	bool		decoder_streaming;
+
+	/* Ask the dispatcher to scan the table: the fast path missed something */
+	bool		scan_requested;
+
+	/* Every message committed before this LSN has been put in the ring */
+	XLogRecPtr	decoded_upto;
+
+	/* Single-producer, single-consumer byte ring of decoded messages */
+	uint64		ring_head;		/* bytes ever written */
+	uint64		ring_tail;		/* bytes ever read */
+	char		ring[OUTBOX_RING_SIZE];
+} OutboxShared;
+
+extern OutboxShared *outbox_shared;
+
+extern void outbox_shmem_request(void);
+extern void outbox_shmem_startup(void);
+extern void outbox_wake_dispatcher(bool scan);
+extern void outbox_wake_decoder(void);
+extern bool outbox_ring_put(const char *data, uint32 len);
+extern bool outbox_ring_get(StringInfo buf);
+
+/* ---- message.c ---- */
+
+/*
+ * A message as the dispatcher handles it.  The string fields point into
+ * "data", one palloc'd block, so a message is freed with one pfree of each.
+ */
+typedef struct OutboxMessage
+{
+	int64		id;
+	XLogRecPtr	commit_lsn;		/* from WAL; InvalidXLogRecPtr from a scan */
+	int32		attempts;		/* attempts already made */
+	char	   *target;
+	char	   *message_id;		/* may be NULL */
+	char	   *message_type;	/* may be NULL */
+	char	   *key;			/* may be NULL */
+	Jsonb	   *headers;		/* may be NULL */
+	Jsonb	   *payload;
+	char	   *data;
+} OutboxMessage;
+
+extern void outbox_message_encode(StringInfo out, int64 id, XLogRecPtr lsn,
+								  int32 attempts, const char *target,
+								  const char *message_id,
+								  const char *message_type, const char *key,
+								  Jsonb *headers, Jsonb *payload);
+extern OutboxMessage *outbox_message_decode(const char *buf, uint32 len);
+extern void outbox_message_free(OutboxMessage *msg);
+extern char *outbox_webhook_id(int64 id, const char *message_id);
+
+typedef void (*OutboxHeaderFn) (const char *name, int name_len,
+								const JsonbValue *value, void *arg);
+extern void outbox_headers_walk(Jsonb *headers, OutboxHeaderFn fn, void *arg);
+extern const char *outbox_header_problem(const char *name, int name_len,
+										 const char *value, int value_len);
+
+/* ---- decoder.c / dispatcher.c ---- */
+
+extern PGDLLEXPORT void outbox_decoder_main(Datum main_arg);
+extern PGDLLEXPORT void outbox_dispatcher_main(Datum main_arg);
+
+/* ---- http.c ---- */
+
+struct curl_slist;
+
+typedef struct OutboxHttpResult
+{
+	void	   *owner;
+	long		status;			/* HTTP status, 0 if no response */
+	bool		transport_error;
+	char		error[256];		/* curl error or HTTP status line */
+} OutboxHttpResult;
+
+typedef void (*OutboxHttpDone) (OutboxHttpResult *result);
+
+extern void outbox_http_init(void);
+extern void outbox_http_start(void *owner, const char *url,
+							  const char *body, size_t body_len,
+							  struct curl_slist *headers);
+extern int	outbox_http_inflight(void);
+extern void outbox_http_wait(long timeout_ms, uint32 wait_event_info);
+extern int	outbox_http_collect(OutboxHttpDone done);
+
+#endif							/* OUTBOX_H */

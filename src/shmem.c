@@ -1,0 +1,174 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared state of the outbox workers and the decoded-message ring.
+ *
+ * The ring has exactly one producer (the decoder) and one consumer (the
+ * dispatcher).  The spinlock only guards the head and tail counters; the
+ * bytes are copied outside it, which is safe because each side only ever
+ * touches the part of the ring the other side has handed over, and the
+ * spinlock acquire/release orders those copies against the counters.
+ *
+ * Losing the ring's contents (overflow, crash) loses no message: the table is
+ * the truth, and whoever drops a message asks the dispatcher for a scan.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+
+#include "outbox.h"
+
+OutboxShared *outbox_shared = NULL;
+
+void
+outbox_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(OutboxShared)));
+}
+
+void
+outbox_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	outbox_shared = ShmemInitStruct("outbox", sizeof(OutboxShared), &found);
+	if (!found)
+	{
+		SpinLockInit(&outbox_shared->mutex);
+		outbox_shared->decoder_latch = NULL;
+		outbox_shared->dispatcher_latch = NULL;
+		outbox_shared->extension_ready = false;
+		outbox_shared->decoder_streaming = false;
+		outbox_shared->scan_requested = true;
+		outbox_shared->decoded_upto = InvalidXLogRecPtr;
+		outbox_shared->ring_head = 0;
+		outbox_shared->ring_tail = 0;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Wake the dispatcher; with "scan", ask it to look for due rows in the table.
+ */
+void
+outbox_wake_dispatcher(bool scan)
+{
+	Latch	   *latch;
+
+	if (outbox_shared == NULL)
+		return;
+	SpinLockAcquire(&outbox_shared->mutex);
+	if (scan)
+		outbox_shared->scan_requested = true;
+	latch = outbox_shared->dispatcher_latch;
+	SpinLockRelease(&outbox_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+/*
+ * Wake the decoder after a commit that queued messages through WAL.  When no
+ * decoder is streaming (wal_level below logical, slot being created, worker
+ * restarting), the dispatcher finds those messages by a table scan instead.
+ */
+void
+outbox_wake_decoder(void)
+{
+	Latch	   *latch = NULL;
+
+	if (outbox_shared == NULL)
+		return;
+	SpinLockAcquire(&outbox_shared->mutex);
+	if (outbox_shared->decoder_streaming)
+		latch = outbox_shared->decoder_latch;
+	SpinLockRelease(&outbox_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+	else
+		outbox_wake_dispatcher(true);
+}
+
+static void
+ring_copy_in(uint64 pos, const char *src, uint32 len)
+{
+	uint32		off = pos % OUTBOX_RING_SIZE;
+	uint32		first = Min(len, OUTBOX_RING_SIZE - off);
+
+	memcpy(outbox_shared->ring + off, src, first);
+	if (first < len)
+		memcpy(outbox_shared->ring, src + first, len - first);
+}
+
+static void
+ring_copy_out(uint64 pos, char *dst, uint32 len)
+{
+	uint32		off = pos % OUTBOX_RING_SIZE;
+	uint32		first = Min(len, OUTBOX_RING_SIZE - off);
+
+	memcpy(dst, outbox_shared->ring + off, first);
+	if (first < len)
+		memcpy(dst + first, outbox_shared->ring, len - first);
+}
+
+/*
+ * Append one record; false if it does not fit (the caller then requests a
+ * scan so that the table supplies what the ring could not carry).
+ */
+bool
+outbox_ring_put(const char *data, uint32 len)
+{
+	uint64		head,
+				tail;
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	head = outbox_shared->ring_head;
+	tail = outbox_shared->ring_tail;
+	SpinLockRelease(&outbox_shared->mutex);
+
+	if (head - tail + sizeof(uint32) + len > OUTBOX_RING_SIZE)
+		return false;
+
+	ring_copy_in(head, (const char *) &len, sizeof(uint32));
+	ring_copy_in(head + sizeof(uint32), data, len);
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->ring_head = head + sizeof(uint32) + len;
+	SpinLockRelease(&outbox_shared->mutex);
+	return true;
+}
+
+/*
+ * Take the oldest record into buf (reset first); false if the ring is empty.
+ */
+bool
+outbox_ring_get(StringInfo buf)
+{
+	uint64		head,
+				tail;
+	uint32		len;
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	head = outbox_shared->ring_head;
+	tail = outbox_shared->ring_tail;
+	SpinLockRelease(&outbox_shared->mutex);
+
+	if (head == tail)
+		return false;
+
+	ring_copy_out(tail, (char *) &len, sizeof(uint32));
+	resetStringInfo(buf);
+	enlargeStringInfo(buf, len);
+	ring_copy_out(tail + sizeof(uint32), buf->data, len);
+	buf->len = len;
+	buf->data[len] = '\0';
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->ring_tail = tail + sizeof(uint32) + len;
+	SpinLockRelease(&outbox_shared->mutex);
+	return true;
+}
