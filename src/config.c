@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 
+#include "miscadmin.h"
 #include "replication/slot.h"
 #include "utils/guc.h"
 
@@ -255,14 +256,31 @@ outbox_target_list(void)
 void
 outbox_define_gucs(void)
 {
-	DefineCustomStringVariable("outbox.database",
-							   "Database in which the outbox workers run.",
-							   NULL,
-							   &outbox_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/*
+	 * Settings that need a restart can only be defined while the postmaster
+	 * loads the library; a backend that loads it on demand does not need
+	 * them, since only the workers read them.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("outbox.database",
+								   "Database in which the outbox workers run.",
+								   NULL,
+								   &outbox_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
+
+		DefineCustomStringVariable("outbox.slot_name",
+								   "Logical replication slot used by the outbox decoder.",
+								   NULL,
+								   &outbox_slot_name,
+								   "outbox",
+								   PGC_POSTMASTER,
+								   0,
+								   check_slot_name, NULL, NULL);
+	}
 
 	DefineCustomStringVariable("outbox.targets",
 							   "Webhook targets, as comma-separated name=url pairs.",
@@ -272,15 +290,6 @@ outbox_define_gucs(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_targets, assign_targets, NULL);
-
-	DefineCustomStringVariable("outbox.slot_name",
-							   "Logical replication slot used by the outbox decoder.",
-							   NULL,
-							   &outbox_slot_name,
-							   "outbox",
-							   PGC_POSTMASTER,
-							   0,
-							   check_slot_name, NULL, NULL);
 
 	DefineCustomIntVariable("outbox.max_attempts",
 							"Failed attempts after which a message is dead.",
@@ -345,5 +354,7 @@ outbox_define_gucs(void)
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
-	MarkGUCPrefixReserved("outbox");
+	/* Only then are all outbox.* settings defined, so typos can be caught */
+	if (process_shared_preload_libraries_in_progress)
+		MarkGUCPrefixReserved("outbox");
 }

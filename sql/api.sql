@@ -1,0 +1,67 @@
+--
+-- The SQL surface: what CREATE EXTENSION installs and what the functions do.
+--
+CREATE EXTENSION outbox;
+
+-- the extension, its schema and its functions
+SELECT extname, extversion, extrelocatable FROM pg_extension WHERE extname = 'outbox';
+SELECT proname, pronamespace::regnamespace AS schema, pg_get_function_arguments(oid) AS arguments,
+       prorettype::regtype AS returns
+  FROM pg_proc WHERE proname IN ('outbox_queue', 'outbox_send') ORDER BY proname;
+
+-- outbox.messages has the documented columns
+SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull
+  FROM pg_attribute
+ WHERE attrelid = 'outbox.messages'::regclass AND attnum > 0 AND NOT attisdropped
+ ORDER BY attnum;
+
+-- outbox_queue returns the new message's id and stores a pending row
+SELECT outbox_queue('orders', '{"order_id": 42}', 'OrderCreated') AS id \gset
+SELECT id = :id AS same_id, target, message_type, key, message_id, payload, headers,
+       state, attempts, last_status, last_error, delivered_at, via_wal,
+       next_attempt_at = created_at AS due_now
+  FROM outbox.messages WHERE id = :id;
+
+-- every argument, by name
+SELECT outbox_queue(target => 'billing', payload => '[1, 2]', message_type => 'InvoiceSent',
+                    key => 'customer-7', message_id => 'inv-1',
+                    headers => '{"x-tenant": "acme"}') AS id \gset
+SELECT target, message_type, key, message_id, payload, headers, via_wal
+  FROM outbox.messages WHERE id = :id;
+
+-- outbox_send takes the table-polled path and may schedule for later
+SELECT outbox_send('orders', '{"compensate": true}') AS id \gset
+SELECT via_wal, state, next_attempt_at = created_at AS due_now FROM outbox.messages WHERE id = :id;
+SELECT outbox_send('orders', '{"later": true}', deliver_at => '2099-01-01 00:00+00') AS id \gset
+SELECT next_attempt_at = '2099-01-01 00:00+00' AS scheduled FROM outbox.messages WHERE id = :id;
+
+-- a duplicate (target, message_id) returns the existing id and queues nothing
+SELECT outbox_queue('orders', '{"v": 1}', message_id => 'order-42-created') AS first \gset
+SELECT outbox_queue('orders', '{"v": 2}', message_id => 'order-42-created') = :first AS same_id;
+SELECT outbox_send('orders', '{"v": 3}', message_id => 'order-42-created') = :first AS same_id;
+SELECT count(*), min(payload::text) FROM outbox.messages WHERE message_id = 'order-42-created';
+
+-- the same message_id for another target is another message
+SELECT outbox_queue('billing', '{"v": 1}', message_id => 'order-42-created') <> :first AS new_id;
+
+-- a rolled-back transaction leaves nothing behind
+SELECT count(*) AS before FROM outbox.messages \gset
+BEGIN;
+SELECT outbox_queue('orders', '{"rolled": "back"}') > 0 AS queued;
+ROLLBACK;
+SELECT count(*) = :before AS nothing_left FROM outbox.messages;
+
+-- functions are not executable by PUBLIC
+CREATE ROLE outbox_nobody;
+SET ROLE outbox_nobody;
+SELECT outbox_queue('orders', '{}');
+RESET ROLE;
+DROP ROLE outbox_nobody;
+
+-- DROP EXTENSION removes everything it created; CREATE starts afresh
+DROP EXTENSION outbox;
+SELECT count(*) FROM pg_namespace WHERE nspname = 'outbox';
+SELECT count(*) FROM pg_proc WHERE proname IN ('outbox_queue', 'outbox_send');
+CREATE EXTENSION outbox;
+SELECT outbox_queue('orders', '{"again": true}');
+DROP EXTENSION outbox;
