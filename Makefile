@@ -11,7 +11,8 @@ OBJS = \
 	src/message.o \
 	src/outbox.o \
 	src/plugin.o \
-	src/shmem.o
+	src/shmem.o \
+	src/sql.o
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 PGFILEDESC = "outbox - transactional outbox delivering webhooks"
 

@@ -170,17 +170,6 @@ check_target(const char *target)
 					 target)));
 }
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * Insert the row; on a duplicate (target, message_id) return the id of the
  * message already queued, queueing nothing.
@@ -193,37 +182,31 @@ insert_message(Datum *values, char *nulls, bool *inserted)
 	Oid			lookup_types[] = {TEXTOID, TEXTOID};
 	bool		isnull;
 	int64		id;
-	int			ret;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	if (insert_plan == NULL)
-		insert_plan = prepare_kept(
-								   "INSERT INTO outbox.messages"
-								   " (target, payload, message_type, key, message_id, headers,"
-								   "  next_attempt_at, via_wal)"
-								   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
-								   " ON CONFLICT (target, message_id) WHERE message_id IS NOT NULL"
-								   " DO NOTHING RETURNING id",
-								   lengthof(insert_types), insert_types);
-
-	ret = SPI_execute_plan(insert_plan, values, nulls, false, 1);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "inserting into outbox.messages failed: %s",
-			 SPI_result_code_string(ret));
+	outbox_execute(&insert_plan,
+				   "INSERT INTO outbox.messages"
+				   " (target, payload, message_type, key, message_id, headers,"
+				   "  next_attempt_at, via_wal)"
+				   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
+				   " ON CONFLICT (target, message_id) WHERE message_id IS NOT NULL"
+				   " DO NOTHING RETURNING id",
+				   lengthof(insert_types), insert_types, values, nulls, false, 1,
+				   SPI_OK_INSERT_RETURNING);
 	*inserted = (SPI_processed == 1);
 
 	if (!*inserted)
 	{
 		Datum		lookup_values[2] = {values[0], values[4]};
 
-		if (lookup_plan == NULL)
-			lookup_plan = prepare_kept("SELECT id FROM outbox.messages"
-									   " WHERE target = $1 AND message_id = $2",
-									   lengthof(lookup_types), lookup_types);
-		ret = SPI_execute_plan(lookup_plan, lookup_values, NULL, false, 1);
-		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		outbox_execute(&lookup_plan,
+					   "SELECT id FROM outbox.messages"
+					   " WHERE target = $1 AND message_id = $2",
+					   lengthof(lookup_types), lookup_types, lookup_values, NULL,
+					   false, 1, SPI_OK_SELECT);
+		if (SPI_processed != 1)
 			elog(ERROR, "could not find the message that conflicts with message_id");
 	}
 

@@ -133,25 +133,9 @@ static List *reported_targets = NIL;
 static void
 free_plans(void)
 {
-	if (scan_plan)
-		SPI_freeplan(scan_plan);
-	if (next_due_plan)
-		SPI_freeplan(next_due_plan);
-	if (outcome_plan)
-		SPI_freeplan(outcome_plan);
-	scan_plan = next_due_plan = outcome_plan = NULL;
-}
-
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
+	outbox_forget_plan(&scan_plan);
+	outbox_forget_plan(&next_due_plan);
+	outbox_forget_plan(&outcome_plan);
 }
 
 static Datum
@@ -377,29 +361,22 @@ scan_table(void)
 	Datum		values[4];
 	XLogRecPtr	scan_lsn;
 	StringInfoData buf;
-	int			ret;
 	uint64		nrows;
-
-	if (scan_plan == NULL)
-		scan_plan = prepare_kept(
-								 "SELECT id, target, message_id, message_type, key, headers,"
-								 "       payload, attempts, next_attempt_at"
-								 "  FROM outbox.messages"
-								 " WHERE state = 'pending' AND next_attempt_at <= now()"
-								 "   AND target = ANY ($1)"
-								 "   AND (next_attempt_at, id) > ($2, $3)"
-								 " ORDER BY next_attempt_at, id"
-								 " LIMIT $4",
-								 lengthof(types), types);
 
 	values[0] = configured_targets();
 	values[1] = TimestampTzGetDatum(cursor_valid ? cursor_time : DT_NOBEGIN);
 	values[2] = Int64GetDatum(cursor_valid ? cursor_id : 0);
 	values[3] = Int32GetDatum(SCAN_BATCH);
-	ret = SPI_execute_plan(scan_plan, values, NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "scanning outbox.messages failed: %s",
-			 SPI_result_code_string(ret));
+	outbox_execute(&scan_plan,
+				   "SELECT id, target, message_id, message_type, key, headers,"
+				   "       payload, attempts, next_attempt_at"
+				   "  FROM outbox.messages"
+				   " WHERE state = 'pending' AND next_attempt_at <= now()"
+				   "   AND target = ANY ($1)"
+				   "   AND (next_attempt_at, id) > ($2, $3)"
+				   " ORDER BY next_attempt_at, id"
+				   " LIMIT $4",
+				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
 
 	/*
 	 * Every row this scan saw was committed before this WAL position, so any
@@ -448,16 +425,12 @@ scan_table(void)
 
 		cursor_valid = false;
 		scan_wanted = false;
-		if (next_due_plan == NULL)
-			next_due_plan = prepare_kept(
-										 "SELECT min(next_attempt_at) FROM outbox.messages"
-										 " WHERE state = 'pending' AND next_attempt_at > now()"
-										 "   AND target = ANY ($1)",
-										 lengthof(due_types), due_types);
-		ret = SPI_execute_plan(next_due_plan, values, NULL, true, 1);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "scanning outbox.messages failed: %s",
-				 SPI_result_code_string(ret));
+		outbox_execute(&next_due_plan,
+					   "SELECT min(next_attempt_at) FROM outbox.messages"
+					   " WHERE state = 'pending' AND next_attempt_at > now()"
+					   "   AND target = ANY ($1)",
+					   lengthof(due_types), due_types, values, NULL, true, 1,
+					   SPI_OK_SELECT);
 		next_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
 		if (SPI_processed == 1)
 		{
@@ -481,22 +454,9 @@ record_outcomes(void)
 	Datum		values[7];
 	Datum	   *cols[7];
 	bool	   *nulls[7];
-	int			ret;
 
 	if (n_outcomes == 0)
 		return;
-	if (outcome_plan == NULL)
-		outcome_plan = prepare_kept(
-									"UPDATE outbox.messages AS m"
-									"   SET state = o.state, attempts = o.attempts,"
-									"       last_status = o.status, last_error = o.error,"
-									"       delivered_at = o.delivered_at,"
-									"       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
-									"  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
-									"       AS o(id, state, attempts, status, error, delivered_at, next_at)"
-									" WHERE m.id = o.id AND m.state = 'pending'",
-									lengthof(types), types);
-
 	for (int c = 0; c < 7; c++)
 	{
 		cols[c] = palloc(sizeof(Datum) * n_outcomes);
@@ -526,10 +486,16 @@ record_outcomes(void)
 	values[5] = make_array(cols[5], nulls[5], n_outcomes, TIMESTAMPTZOID);
 	values[6] = make_array(cols[6], nulls[6], n_outcomes, TIMESTAMPTZOID);
 
-	ret = SPI_execute_plan(outcome_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "recording outcomes failed: %s",
-			 SPI_result_code_string(ret));
+	outbox_execute(&outcome_plan,
+				   "UPDATE outbox.messages AS m"
+				   "   SET state = o.state, attempts = o.attempts,"
+				   "       last_status = o.status, last_error = o.error,"
+				   "       delivered_at = o.delivered_at,"
+				   "       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
+				   "  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
+				   "       AS o(id, state, attempts, status, error, delivered_at, next_at)"
+				   " WHERE m.id = o.id AND m.state = 'pending'",
+				   lengthof(types), types, values, NULL, false, 0, SPI_OK_UPDATE);
 }
 
 static void
@@ -861,9 +827,15 @@ outbox_dispatcher_main(Datum main_arg)
 			reload_configuration();
 
 		now = GetCurrentTimestamp();
+		SpinLockAcquire(&outbox_shared->mutex);
+		scan_requested = outbox_shared->scan_requested;
+		outbox_shared->scan_requested = false;
+		SpinLockRelease(&outbox_shared->mutex);
+
 		if (!extension_ready)
 		{
-			if (now >= next_extension_check)
+			/* A commit that queued a message is worth a look right away */
+			if (now >= next_extension_check || scan_requested)
 			{
 				run_in_transaction(noop, "check for the extension");
 				next_extension_check = TimestampTzPlusMilliseconds(now,
@@ -888,11 +860,6 @@ outbox_dispatcher_main(Datum main_arg)
 
 		if (extension_ready)
 		{
-			SpinLockAcquire(&outbox_shared->mutex);
-			scan_requested = outbox_shared->scan_requested;
-			outbox_shared->scan_requested = false;
-			SpinLockRelease(&outbox_shared->mutex);
-
 			if (scan_requested)
 			{
 				scan_wanted = true;

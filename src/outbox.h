@@ -9,7 +9,8 @@
  *	config.c		GUC definitions and the parsed target list
  *	shmem.c			shared state: worker latches, flags, decoded-message ring
  *	api.c			SQL-callable functions and the wake-up at commit
- *	message.c		wire format of a decoded message, webhook ids
+ *	message.c		wire format of a decoded message, webhook ids, headers
+ *	sql.c			saved SPI plans
  *	plugin.c		the logical decoding output plugin
  *	decoder.c		decoder worker: owns the slot, decodes WAL, runs no SQL
  *	dispatcher.c	dispatcher worker: table scans, outcomes, event loop
@@ -125,6 +126,14 @@ typedef void (*OutboxHeaderFn) (const char *name, int name_len,
 extern void outbox_headers_walk(Jsonb *headers, OutboxHeaderFn fn, void *arg);
 extern const char *outbox_header_problem(const char *name, int name_len,
 										 const char *value, int value_len);
+
+/* ---- sql.c ---- */
+
+typedef struct _SPI_plan *SPIPlanPtr;
+extern void outbox_execute(SPIPlanPtr *plan, const char *sql, int nargs,
+						   Oid *argtypes, Datum *values, const char *nulls,
+						   bool read_only, long count, int expected);
+extern void outbox_forget_plan(SPIPlanPtr *plan);
 
 /* ---- decoder.c / dispatcher.c ---- */
 
