@@ -34,6 +34,8 @@ typedef struct HttpRequest
 	struct curl_slist *headers;
 	size_t		received;
 	char		status_line[128];
+	int64		retry_after_ms; /* -1: none */
+	bool		abort_message;
 	char		errbuf[CURL_ERROR_SIZE];
 } HttpRequest;
 
@@ -144,21 +146,76 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 	return size * nmemb;
 }
 
+/*
+ * Retry-After is either delay-seconds or an HTTP date (RFC 9110 10.2.3).
+ * Returns the delay in ms, or -1 if the value is neither.
+ */
+static int64
+parse_retry_after(const char *value)
+{
+	const char *p = value;
+	int64		seconds = 0;
+	time_t		when;
+
+	while (*p >= '0' && *p <= '9' && seconds < INT_MAX)
+		seconds = seconds * 10 + (*p++ - '0');
+	if (p > value && *p == '\0')
+		return seconds * 1000;
+
+	when = curl_getdate(value, NULL);
+	if (when == -1)
+		return -1;
+	return Max(0, (int64) (when - time(NULL)) * 1000);
+}
+
+/* If line is "name: value", copy the trimmed value into buf and say so */
+static bool
+header_value(const char *line, size_t len, const char *name, char *buf,
+			 size_t bufsize)
+{
+	size_t		name_len = strlen(name);
+	size_t		start,
+				end;
+
+	if (len <= name_len || line[name_len] != ':' ||
+		pg_strncasecmp(line, name, name_len) != 0)
+		return false;
+	start = name_len + 1;
+	end = len;
+	while (start < end && (line[start] == ' ' || line[start] == '\t'))
+		start++;
+	while (end > start && (line[end - 1] == '\r' || line[end - 1] == '\n' ||
+						   line[end - 1] == ' ' || line[end - 1] == '\t'))
+		end--;
+	strlcpy(buf, line + start, Min(end - start + 1, bufsize));
+	return true;
+}
+
 static size_t
 header_callback(char *data, size_t size, size_t nitems, void *userp)
 {
 	HttpRequest *req = userp;
 	size_t		len = size * nitems;
+	char		value[128];
 
-	/* Remember the last status line (after any 1xx interim responses) */
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0)
 	{
-		while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n'))
-			len--;
+		/* A new response (after any 1xx interim ones): start afresh */
+		size_t		line_len = len;
+
+		while (line_len > 0 &&
+			   (data[line_len - 1] == '\r' || data[line_len - 1] == '\n'))
+			line_len--;
 		strlcpy(req->status_line, data,
-				Min(len + 1, sizeof(req->status_line)));
+				Min(line_len + 1, sizeof(req->status_line)));
+		req->retry_after_ms = -1;
+		req->abort_message = false;
 	}
-	return size * nitems;
+	else if (header_value(data, len, "retry-after", value, sizeof(value)))
+		req->retry_after_ms = parse_retry_after(value);
+	else if (header_value(data, len, "webhook-delivery", value, sizeof(value)))
+		req->abort_message = (pg_strcasecmp(value, "abort-message") == 0);
+	return len;
 }
 
 /*
@@ -178,6 +235,7 @@ outbox_http_start(void *owner, const char *url, const char *body,
 		elog(ERROR, "could not create a libcurl easy handle");
 	req->easy = easy;
 	req->owner = owner;
+	req->retry_after_ms = -1;
 	req->headers = headers;
 
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
@@ -323,10 +381,13 @@ outbox_http_collect(OutboxHttpDone done)
 
 		memset(&result, 0, sizeof(result));
 		result.owner = req->owner;
+		result.retry_after_ms = -1;
 		if (msg->data.result == CURLE_OK)
 		{
 			curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &result.status);
 			strlcpy(result.error, req->status_line, sizeof(result.error));
+			result.retry_after_ms = req->retry_after_ms;
+			result.abort_message = req->abort_message;
 		}
 		else
 		{

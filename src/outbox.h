@@ -149,7 +149,10 @@ typedef struct OutboxHttpResult
 	void	   *owner;
 	long		status;			/* HTTP status, 0 if no response */
 	bool		transport_error;
+	bool		timed_out;
 	char		error[256];		/* curl error or HTTP status line */
+	int64		retry_after_ms; /* Retry-After, -1 if none */
+	bool		abort_message;	/* webhook-delivery: abort-message */
 } OutboxHttpResult;
 
 typedef void (*OutboxHttpDone) (OutboxHttpResult *result);

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Runs pg_regress (make installcheck) and the TAP tests in the current tree,
+# as the current (non-root) user, against the installed extension.  Normally
+# called by test/run.sh in a scratch copy; can be run directly from a
+# writable checkout after `make install`.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+pgbin=/usr/lib/postgresql/15/bin
+export PATH="$pgbin:$PATH"
+pgxs=$("$pgbin/pg_config" --pkglibdir)/pgxs
+here=$(pwd)
+
+if [[ $(id -u) -eq 0 ]]; then
+    echo "run-tests: initdb refuses to run as root; use test/run.sh" >&2
+    exit 2
+fi
+
+# Prints the last lines of a file under a header.
+show_tail() {
+    local file=$1 lines=${2:-60}
+    [[ -f $file ]] || return 0
+    echo "---- $file (last $lines lines) ----"
+    tail -n "$lines" "$file"
+}
+
+regress_status=0
+tap_status=0
+
+echo "== pg_regress (make installcheck) =="
+rm -rf results regression.diffs regression.out tmp_check
+make -s PG_CONFIG="$pgbin/pg_config" installcheck || regress_status=$?
+if [[ $regress_status -ne 0 ]]; then
+    if [[ -f regression.diffs ]]; then
+        echo "---- regression.diffs ----"
+        head -c 30000 regression.diffs
+    fi
+    for f in tmp_check/log/postmaster.log log/postmaster.log; do
+        show_tail "$f" 40
+    done
+fi
+
+echo
+echo "== TAP tests (prove) =="
+rm -rf tap
+mkdir -p tap
+# What PostgreSQL's prove_installcheck sets for PGXS builds.
+export TESTDIR="$here/tap"
+export PG_REGRESS="$pgxs/src/test/regress/pg_regress"
+export PGPORT=65432
+tests=${PROVE_TESTS:-test/t/*.pl}
+# shellcheck disable=SC2086
+timeout --signal=TERM 2400 \
+    prove -I "$pgxs/src/test/perl" -I test/lib ${PROVE_FLAGS:-} $tests \
+    2>&1 | tee tap/prove.out
+tap_status=${PIPESTATUS[0]}
+
+if [[ $tap_status -ne 0 ]]; then
+    echo
+    echo "== logs of the failed TAP tests =="
+    failed=$(sed -n '/^Test Summary Report/,$p' tap/prove.out |
+             grep -oE '^[^ ]+\.pl' | xargs -r -n1 basename | sed 's/\.pl$//' |
+             sort -u)
+    if [[ -z $failed ]]; then
+        failed=$(ls tap/tmp_check/log 2>/dev/null |
+                 sed -n 's/^regress_log_//p')
+    fi
+    for t in $failed; do
+        show_tail "tap/tmp_check/log/regress_log_$t" 80
+        for f in tap/tmp_check/log/"${t}"_*.log; do
+            show_tail "$f" 60
+        done
+        for f in tap/tmp_check/log/"${t}"_receiver_*.jsonl; do
+            show_tail "$f" 10
+        done
+    done
+fi
+
+# The closing lines: pg_regress's outcome, then prove's own summary.
+echo
+echo "== summary =="
+if [[ $regress_status -eq 0 ]]; then
+    echo "pg_regress: passed"
+else
+    echo "pg_regress: FAILED (make installcheck exit $regress_status)"
+fi
+if [[ $tap_status -eq 0 ]]; then
+    tail -n 3 tap/prove.out
+else
+    echo "TAP tests: FAILED (prove exit $tap_status)"
+    if grep -q '^Test Summary Report' tap/prove.out; then
+        sed -n '/^Test Summary Report/,$p' tap/prove.out
+    else
+        tail -n 3 tap/prove.out
+    fi
+fi
+[[ $regress_status -eq 0 && $tap_status -eq 0 ]]
