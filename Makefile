@@ -11,6 +11,7 @@ OBJS = \
 	src/message.o \
 	src/outbox.o \
 	src/plugin.o \
+	src/policy.o \
 	src/shmem.o \
 	src/sql.o
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
@@ -27,3 +28,6 @@ REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Every file includes the shared header
+$(OBJS): src/outbox.h

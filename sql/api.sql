@@ -51,10 +51,34 @@ SELECT outbox_queue('orders', '{"rolled": "back"}') > 0 AS queued;
 ROLLBACK;
 SELECT count(*) = :before AS nothing_left FROM outbox.messages;
 
+-- outbox_retry returns one dead message to pending, with attempts reset
+UPDATE outbox.messages SET state = 'dead', attempts = 12, last_status = 500
+ WHERE message_id IN ('inv-1', 'order-42-created');
+SELECT outbox_retry(id) FROM outbox.messages WHERE message_id = 'inv-1';
+SELECT state, attempts, last_status, next_attempt_at <= now() AS due_now
+  FROM outbox.messages WHERE message_id = 'inv-1';
+-- a message that is not dead is left alone
+SELECT outbox_retry(id) FROM outbox.messages WHERE message_id = 'inv-1';
+SELECT outbox_retry(-1);
+
+-- outbox_redrive returns the dead messages of one target, or of all
+SELECT outbox_redrive('orders');
+SELECT outbox_redrive('orders');
+UPDATE outbox.messages SET state = 'dead' WHERE state = 'pending';
+SELECT outbox_redrive() = count(*) AS all_redriven FROM outbox.messages;
+SELECT count(*) AS still_dead FROM outbox.messages WHERE state = 'dead';
+
+-- outbox.targets lists the configured targets; without the workers their
+-- circuits are closed and nothing is known yet
+SELECT target, url, circuit, consecutive_failures, last_error FROM outbox.targets;
+
 -- functions are not executable by PUBLIC
 CREATE ROLE outbox_nobody;
 SET ROLE outbox_nobody;
 SELECT outbox_queue('orders', '{}');
+SELECT outbox_send('orders', '{}');
+SELECT outbox_redrive();
+SELECT * FROM outbox.targets;
 RESET ROLE;
 DROP ROLE outbox_nobody;
 

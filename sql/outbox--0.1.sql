@@ -66,5 +66,46 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox_send(text, jsonb, text, text, text, jsonb, timestamptz)
     IS 'Queue a webhook for the table-polled path, optionally at deliver_at';
 
+CREATE FUNCTION outbox_retry(id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'outbox_retry'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox_retry(bigint)
+    IS 'Return one dead message to pending, with its attempts reset';
+
+CREATE FUNCTION outbox_redrive(target text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_redrive'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox_redrive(text)
+    IS 'Return every dead message of a target (NULL: of all targets) to pending';
+
+CREATE FUNCTION outbox.target_state(
+    OUT target text,
+    OUT url text,
+    OUT circuit text,
+    OUT circuit_opened_at timestamptz,
+    OUT consecutive_failures integer,
+    OUT concurrency integer,
+    OUT inflight integer,
+    OUT last_success_at timestamptz,
+    OUT last_failure_at timestamptz,
+    OUT last_error text,
+    OUT next_probe_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'outbox_target_state'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW outbox.targets AS SELECT * FROM outbox.target_state();
+
+COMMENT ON VIEW outbox.targets
+    IS 'Each configured target with its circuit breaker and delivery state';
+
+REVOKE ALL ON FUNCTION outbox_retry(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox_redrive(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox.target_state() FROM PUBLIC;
+REVOKE ALL ON outbox.targets FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox_send(text, jsonb, text, text, text, jsonb, timestamptz) FROM PUBLIC;

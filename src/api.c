@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * api.c
- *	  SQL-callable functions: outbox_queue and outbox_send.
+ *	  SQL-callable functions: outbox_queue and outbox_send to enqueue,
+ *	  outbox_retry and outbox_redrive for dead letters, and the targets'
+ *	  delivery state behind the outbox.targets view.
  *
- * Both validate their arguments, insert one row into outbox.messages in the
+ * The enqueue functions validate their arguments, insert one row into outbox.messages in the
  * caller's transaction, and arrange for the workers to be woken when that
  * transaction commits.  outbox_queue marks its row for the WAL fast path
  * (the decoder hands it over within milliseconds); outbox_send rows are
@@ -17,6 +19,7 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -26,6 +29,9 @@
 
 PG_FUNCTION_INFO_V1(outbox_queue);
 PG_FUNCTION_INFO_V1(outbox_send);
+PG_FUNCTION_INFO_V1(outbox_retry);
+PG_FUNCTION_INFO_V1(outbox_redrive);
+PG_FUNCTION_INFO_V1(outbox_target_state);
 
 /* Longest message_type, key or message_id, in bytes */
 #define OUTBOX_MAX_LABEL_LEN	1000
@@ -37,6 +43,8 @@ static bool wake_dispatcher_at_commit = false;
 
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr lookup_plan = NULL;
+static SPIPlanPtr retry_plan = NULL;
+static SPIPlanPtr redrive_plan = NULL;
 
 static void
 outbox_xact_callback(XactEvent event, void *arg)
@@ -307,4 +315,123 @@ Datum
 outbox_send(PG_FUNCTION_ARGS)
 {
 	return enqueue(fcinfo, false);
+}
+
+/*
+ * Return dead messages to pending, with their attempts reset, and wake the
+ * dispatcher when the transaction commits.  Returns how many.
+ */
+static uint64
+revive(SPIPlanPtr *plan, const char *sql, Oid argtype, Datum arg, bool isnull)
+{
+	char		nulls[1] = {isnull ? 'n' : ' '};
+	uint64		count;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	outbox_execute(plan, sql, 1, &argtype, &arg, nulls, false, 0,
+				   SPI_OK_UPDATE);
+	count = SPI_processed;
+	SPI_finish();
+	if (count > 0)
+		wake_at_commit(false);
+	return count;
+}
+
+#define REVIVE_SQL \
+	"UPDATE outbox.messages" \
+	"   SET state = 'pending', attempts = 0, next_attempt_at = now()" \
+	" WHERE state = 'dead'"
+
+/*
+ * outbox_retry(id bigint) RETURNS boolean
+ *		Return one dead message to pending; false if it is not dead.
+ */
+Datum
+outbox_retry(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(revive(&retry_plan, REVIVE_SQL " AND id = $1",
+						  INT8OID, PG_GETARG_DATUM(0), false) > 0);
+}
+
+/*
+ * outbox_redrive(target text DEFAULT NULL) RETURNS bigint
+ *		Return every dead message of target (of all targets if NULL) to
+ *		pending; returns how many.
+ */
+Datum
+outbox_redrive(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64((int64) revive(&redrive_plan,
+								   REVIVE_SQL " AND ($1 IS NULL OR target = $1)",
+								   TEXTOID, PG_GETARG_DATUM(0),
+								   PG_ARGISNULL(0)));
+}
+
+static Datum
+timestamp_or_null(TimestampTz ts, bool *isnull)
+{
+	*isnull = (ts == 0);
+	return TimestampTzGetDatum(ts);
+}
+
+/*
+ * outbox.target_state()
+ *		One row per configured target: its URL and the dispatcher's view of
+ *		it (circuit, concurrency, last success and failure).
+ */
+Datum
+outbox_target_state(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	OutboxTargetStatus *status = NULL;
+	int			n_status = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (outbox_shared != NULL)
+	{
+		LWLockAcquire(outbox_shared->status_lock, LW_SHARED);
+		n_status = outbox_shared->n_targets;
+		status = palloc(sizeof(OutboxTargetStatus) * Max(n_status, 1));
+		memcpy(status, outbox_shared->targets,
+			   sizeof(OutboxTargetStatus) * n_status);
+		LWLockRelease(outbox_shared->status_lock);
+	}
+
+	for (int i = 0; i < outbox_target_count(); i++)
+	{
+		const char *name = outbox_target_name(i);
+		OutboxTargetStatus *st = NULL;
+		Datum		values[11];
+		bool		nulls[11];
+
+		for (int j = 0; j < n_status; j++)
+			if (strcmp(status[j].name, name) == 0)
+				st = &status[j];
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = CStringGetTextDatum(name);
+		values[1] = CStringGetTextDatum(outbox_target_url(name));
+		values[2] = CStringGetTextDatum(st && st->circuit_open ? "open" : "closed");
+		if (st == NULL)
+		{
+			for (int c = 3; c < 11; c++)
+				nulls[c] = true;
+		}
+		else
+		{
+			values[3] = timestamp_or_null(st->circuit_opened_at, &nulls[3]);
+			values[4] = Int32GetDatum(st->consecutive_failures);
+			values[5] = Int32GetDatum(st->concurrency);
+			values[6] = Int32GetDatum(st->inflight);
+			values[7] = timestamp_or_null(st->last_success_at, &nulls[7]);
+			values[8] = timestamp_or_null(st->last_failure_at, &nulls[8]);
+			values[9] = CStringGetTextDatum(st->last_error);
+			nulls[9] = (st->last_error[0] == '\0');
+			values[10] = timestamp_or_null(st->next_probe_at, &nulls[10]);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

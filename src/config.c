@@ -29,8 +29,8 @@ int			outbox_request_timeout = 30 * 1000;
 int			outbox_connect_timeout = 10 * 1000;
 int			outbox_max_inflight = 64;
 int			outbox_max_payload_size = 1024;
+int			outbox_circuit_failures = 5;
 
-#define TARGET_NAME_MAXLEN 63
 
 typedef struct TargetItem
 {
@@ -50,7 +50,7 @@ static TargetItems *target_list = NULL;
 static bool
 valid_target_name(const char *name, int len)
 {
-	if (len < 1 || len > TARGET_NAME_MAXLEN)
+	if (len < 1 || len > OUTBOX_TARGET_NAME_MAXLEN)
 		return false;
 	for (int i = 0; i < len; i++)
 	{
@@ -147,7 +147,7 @@ parse_targets(const char *value)
 		if (!valid_target_name(item, name_len))
 		{
 			GUC_check_errdetail("Target name \"%.*s\" must be 1 to %d letters, digits, \"_\", \"-\" or \".\".",
-								name_len, item, TARGET_NAME_MAXLEN);
+								name_len, item, OUTBOX_TARGET_NAME_MAXLEN);
 			goto fail;
 		}
 		if (!valid_target_url(url, url_len))
@@ -169,6 +169,12 @@ parse_targets(const char *value)
 			}
 		}
 
+		if (list->count == OUTBOX_MAX_TARGETS)
+		{
+			GUC_check_errdetail("At most %d targets can be configured.",
+								OUTBOX_MAX_TARGETS);
+			goto fail;
+		}
 		list->entries[list->count].name_off = used;
 		memcpy(strings + used, item, name_len);
 		used += name_len;
@@ -341,6 +347,15 @@ outbox_define_gucs(void)
 							NULL,
 							&outbox_max_inflight,
 							64, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.circuit_failures",
+							"Consecutive failed attempts that open a target's circuit.",
+							"While the circuit is open, only probes are sent and messages keep their attempts.",
+							&outbox_circuit_failures,
+							5, 1, 1000,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -73,10 +73,12 @@ typedef struct Tracked
 	int64		id;
 	TrackState	state;
 	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
+	bool		probe;			/* INFLIGHT as the probe of an open circuit */
 	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */
+	OutboxTarget *target;		/* QUEUED and INFLIGHT */
 	OutboxMessage *msg;			/* QUEUED and INFLIGHT */
 	char	   *body;			/* INFLIGHT */
-	dlist_node	node;			/* in ready_queue (QUEUED) or done_list */
+	dlist_node	node;			/* in its target's queue, or in done_list */
 } Tracked;
 
 /* Hash entry: Tracked lives apart, since curl holds pointers to it */
@@ -105,8 +107,7 @@ static MemoryContext message_context;
  */
 static XLogRecPtr ring_covers = InvalidXLogRecPtr;
 static HTAB *tracked;
-static dlist_head ready_queue = DLIST_STATIC_INIT(ready_queue);
-static int	ready_count = 0;
+static int	ready_count = 0;		/* QUEUED messages, all targets */
 static dlist_head done_list = DLIST_STATIC_INIT(done_list);
 
 static Outcome *outcomes;
@@ -126,6 +127,7 @@ static TimestampTz next_scan_at = 0;
 static SPIPlanPtr scan_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr outcome_plan = NULL;
+static SPIPlanPtr probe_plan = NULL;
 
 /* Targets already reported as missing from outbox.targets */
 static List *reported_targets = NIL;
@@ -136,6 +138,7 @@ free_plans(void)
 	outbox_forget_plan(&scan_plan);
 	outbox_forget_plan(&next_due_plan);
 	outbox_forget_plan(&outcome_plan);
+	outbox_forget_plan(&probe_plan);
 }
 
 static Datum
@@ -179,9 +182,13 @@ untrack(Tracked *t)
 	free_tracked(t);
 }
 
-/* Queue msg for sending; t is its DONE entry if it has one */
 static void
-track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
+report_missing_target(const char *target);
+
+/* The entry of a message about to be queued or sent; t: its DONE entry */
+static Tracked *
+tracked_entry(OutboxMessage *msg, XLogRecPtr forget_after,
+			  OutboxTarget *target, Tracked *t)
 {
 	if (t == NULL)
 	{
@@ -193,12 +200,59 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 	}
 	else
 		dlist_delete(&t->node); /* from done_list */
-	t->state = TRACK_QUEUED;
 	t->forget_after = forget_after;
+	t->target = target;
 	t->msg = msg;
 	t->body = NULL;
-	dlist_push_tail(&ready_queue, &t->node);
+	t->probe = false;
+	return t;
+}
+
+/*
+ * Queue msg for sending; t is its DONE entry if it has one.  A message whose
+ * target is not configured, or has an open circuit, is not queued: it waits
+ * in the table.
+ */
+static void
+track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
+{
+	OutboxTarget *target = outbox_target_get(msg->target);
+
+	if (target == NULL || target->open)
+	{
+		if (target == NULL)
+			report_missing_target(msg->target);
+		outbox_message_free(msg);
+		if (t != NULL)
+		{
+			dlist_delete(&t->node);
+			untrack(t);
+		}
+		return;
+	}
+
+	t = tracked_entry(msg, forget_after, target, t);
+	t->state = TRACK_QUEUED;
+	dlist_push_tail(&target->queue, &t->node);
+	target->queued++;
 	ready_count++;
+}
+
+/* Drop the target's queue: its messages wait in the table */
+static void
+forget_queue(OutboxTarget *target)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &target->queue)
+	{
+		Tracked    *t = dlist_container(Tracked, node, iter.cur);
+
+		dlist_delete(&t->node);
+		untrack(t);
+		ready_count--;
+	}
+	target->queued = 0;
 }
 
 /*
@@ -210,6 +264,7 @@ forget_all(void)
 {
 	HASH_SEQ_STATUS status;
 	TrackedEntry *entry;
+	ListCell   *lc;
 
 	hash_seq_init(&status, tracked);
 	while ((entry = hash_seq_search(&status)) != NULL)
@@ -220,9 +275,19 @@ forget_all(void)
 		if (t->state == TRACK_INFLIGHT)
 			t->orphaned = true; /* freed when its request completes */
 		else
+		{
+			if (t->state == TRACK_QUEUED)
+				t->target->queued--;
 			free_tracked(t);
+		}
 	}
-	dlist_init(&ready_queue);
+	foreach(lc, outbox_target_all())
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		dlist_init(&target->queue);
+		target->queued = 0;
+	}
 	dlist_init(&done_list);
 	ready_count = 0;
 	n_outcomes = 0;
@@ -321,14 +386,22 @@ noop(void)
 
 /* ---- scanning ---- */
 
+/* The targets a scan looks for: configured, with a closed circuit */
 static Datum
-configured_targets(void)
+sendable_targets(void)
 {
-	int			n = outbox_target_count();
-	Datum	   *names = palloc(sizeof(Datum) * Max(n, 1));
+	List	   *targets = outbox_target_all();
+	Datum	   *names = palloc(sizeof(Datum) * Max(list_length(targets), 1));
+	int			n = 0;
+	ListCell   *lc;
 
-	for (int i = 0; i < n; i++)
-		names[i] = CStringGetTextDatum(outbox_target_name(i));
+	foreach(lc, targets)
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (!target->open)
+			names[n++] = CStringGetTextDatum(target->name);
+	}
 	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
 										   TYPALIGN_INT));
 }
@@ -351,6 +424,35 @@ jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? NULL : DatumGetJsonbP(d);
 }
 
+#define MESSAGE_COLUMNS \
+	"id, target, message_id, message_type, key, headers, payload, attempts," \
+	" next_attempt_at"
+
+/* A row of MESSAGE_COLUMNS as an OutboxMessage, in message_context */
+static OutboxMessage *
+message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
+{
+	bool		isnull;
+	MemoryContext oldcxt;
+	OutboxMessage *msg;
+
+	resetStringInfo(buf);
+	outbox_message_encode(buf,
+						  DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+						  InvalidXLogRecPtr,
+						  DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)),
+						  text_or_null(tup, desc, 2),
+						  text_or_null(tup, desc, 3),
+						  text_or_null(tup, desc, 4),
+						  text_or_null(tup, desc, 5),
+						  jsonb_or_null(tup, desc, 6),
+						  jsonb_or_null(tup, desc, 7));
+	oldcxt = MemoryContextSwitchTo(message_context);
+	msg = outbox_message_decode(buf->data, buf->len);
+	MemoryContextSwitchTo(oldcxt);
+	return msg;
+}
+
 /*
  * Fetch the next batch of due rows and queue those not already held.
  */
@@ -363,13 +465,12 @@ scan_table(void)
 	StringInfoData buf;
 	uint64		nrows;
 
-	values[0] = configured_targets();
+	values[0] = sendable_targets();
 	values[1] = TimestampTzGetDatum(cursor_valid ? cursor_time : DT_NOBEGIN);
 	values[2] = Int64GetDatum(cursor_valid ? cursor_id : 0);
 	values[3] = Int32GetDatum(SCAN_BATCH);
 	outbox_execute(&scan_plan,
-				   "SELECT id, target, message_id, message_type, key, headers,"
-				   "       payload, attempts, next_attempt_at"
+				   "SELECT " MESSAGE_COLUMNS
 				   "  FROM outbox.messages"
 				   " WHERE state = 'pending' AND next_attempt_at <= now()"
 				   "   AND target = ANY ($1)"
@@ -393,7 +494,6 @@ scan_table(void)
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		Tracked    *t = find_tracked(id);
-		MemoryContext oldcxt;
 
 		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 		cursor_id = id;
@@ -401,19 +501,7 @@ scan_table(void)
 
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;
-
-		resetStringInfo(&buf);
-		outbox_message_encode(&buf, id, InvalidXLogRecPtr,
-							  DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)),
-							  text_or_null(tup, desc, 2),
-							  text_or_null(tup, desc, 3),
-							  text_or_null(tup, desc, 4),
-							  text_or_null(tup, desc, 5),
-							  jsonb_or_null(tup, desc, 6),
-							  jsonb_or_null(tup, desc, 7));
-		oldcxt = MemoryContextSwitchTo(message_context);
-		track(outbox_message_decode(buf.data, buf.len), scan_lsn, t);
-		MemoryContextSwitchTo(oldcxt);
+		track(message_from_row(tup, desc, &buf), scan_lsn, t);
 	}
 
 	if (nrows < SCAN_BATCH)
@@ -512,23 +600,11 @@ flush_outcomes(void)
 	}
 }
 
-/* Full-jitter exponential backoff: uniform in [0, min(max, base * 2^(n-1))] */
-static TimestampTz
-retry_time(TimestampTz now, int attempts)
-{
-	double		cap = outbox_retry_base_delay * pow(2.0, Min(attempts - 1, 40));
-
-	if (cap > outbox_retry_max_delay)
-		cap = outbox_retry_max_delay;
-	return now + (TimestampTz) (pg_prng_double(&pg_global_prng_state) * cap * 1000.0);
-}
-
 static void
-add_outcome(Tracked *t, OutboxHttpResult *r)
+add_outcome(int64 id, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 {
 	Outcome    *o;
-	TimestampTz now = GetCurrentTimestamp();
-	bool		ok = !r->transport_error && r->status >= 200 && r->status < 300;
+	bool		delivered = (strcmp(v->state, "delivered") == 0);
 
 	if (n_outcomes == max_outcomes)
 	{
@@ -536,37 +612,45 @@ add_outcome(Tracked *t, OutboxHttpResult *r)
 		outcomes = repalloc(outcomes, sizeof(Outcome) * max_outcomes);
 	}
 	o = &outcomes[n_outcomes++];
-	o->id = t->id;
-	o->attempts = t->msg->attempts + 1;
+	o->id = id;
+	o->state = v->state;
+	o->attempts = v->attempts;
 	o->status = r->transport_error ? 0 : (int32) r->status;
-	o->error = ok ? NULL : MemoryContextStrdup(TopMemoryContext, r->error);
-	o->delivered_at = ok ? now : 0;
-	o->next_attempt_at = 0;
-	if (ok)
-		o->state = "delivered";
-	else if (o->attempts >= outbox_max_attempts)
-		o->state = "dead";
-	else
-	{
-		o->state = "pending";
-		o->next_attempt_at = retry_time(now, o->attempts);
-		if (o->next_attempt_at < next_scan_at || next_scan_at == 0)
-			next_scan_at = o->next_attempt_at;
-	}
+	o->error = delivered ? NULL : MemoryContextStrdup(TopMemoryContext, r->error);
+	o->delivered_at = delivered ? now : 0;
+	o->next_attempt_at = v->next_attempt_at;
+	if (v->next_attempt_at != 0 &&
+		(v->next_attempt_at < next_scan_at || next_scan_at == 0))
+		next_scan_at = v->next_attempt_at;
 }
 
 static void
 request_done(OutboxHttpResult *r)
 {
 	Tracked    *t = r->owner;
+	OutboxTarget *target = t->target;
+	bool		was_open = target->open;
+	TimestampTz now = GetCurrentTimestamp();
+	OutboxVerdict v;
 
+	outbox_judge(target, t->msg->attempts, t->probe, r, now, &v);
 	if (t->orphaned)
 	{
 		/* Its row went away with the extension */
 		free_tracked(t);
 		return;
 	}
-	add_outcome(t, r);
+	add_outcome(t->id, &v, r, now);
+
+	if (!was_open && target->open)
+		forget_queue(target);	/* they wait in the table, spending nothing */
+	else if (was_open && !target->open)
+	{
+		/* The target is back: everything due goes out at full speed */
+		scan_wanted = true;
+		cursor_valid = false;
+	}
+
 	outbox_message_free(t->msg);
 	pfree(t->body);
 	t->msg = NULL;
@@ -662,32 +746,51 @@ report_missing_target(const char *target)
 }
 
 static void
+start_request(Tracked *t, bool probe)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(message_context);
+
+	t->body = JsonbToCString(NULL, &t->msg->payload->root,
+							 VARSIZE(t->msg->payload));
+	t->state = TRACK_INFLIGHT;
+	t->probe = probe;
+	outbox_http_start(t, outbox_target_url(t->target->name), t->body,
+					  strlen(t->body), build_headers(t->msg));
+	outbox_target_sent(t->target, probe);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Start queued messages, taking one from each target in turn, as long as
+ * the target and the whole dispatcher are below their limits.
+ */
+static void
 start_requests(void)
 {
-	while (outbox_http_inflight() < outbox_max_inflight &&
-		   !dlist_is_empty(&ready_queue))
+	bool		started = true;
+
+	while (started)
 	{
-		Tracked    *t = dlist_container(Tracked, node,
-										dlist_pop_head_node(&ready_queue));
-		const char *url = outbox_target_url(t->msg->target);
-		MemoryContext oldcxt;
+		ListCell   *lc;
 
-		ready_count--;
-		if (url == NULL)
+		started = false;
+		foreach(lc, outbox_target_all())
 		{
-			/* Left pending in the table; scans skip unconfigured targets */
-			report_missing_target(t->msg->target);
-			untrack(t);
-			continue;
-		}
+			OutboxTarget *target = lfirst(lc);
+			Tracked    *t;
 
-		oldcxt = MemoryContextSwitchTo(message_context);
-		t->body = JsonbToCString(NULL, &t->msg->payload->root,
-								 VARSIZE(t->msg->payload));
-		t->state = TRACK_INFLIGHT;
-		outbox_http_start(t, url, t->body, strlen(t->body),
-						  build_headers(t->msg));
-		MemoryContextSwitchTo(oldcxt);
+			if (outbox_http_inflight() >= outbox_max_inflight)
+				return;
+			if (target->open || target->queued == 0 ||
+				target->inflight >= outbox_target_limit(target))
+				continue;
+			t = dlist_container(Tracked, node,
+								dlist_pop_head_node(&target->queue));
+			target->queued--;
+			ready_count--;
+			start_request(t, false);
+			started = true;
+		}
 	}
 }
 
@@ -737,6 +840,105 @@ take_from_ring(StringInfo buf)
 
 /* ---- the loop ---- */
 
+/* ---- probes ---- */
+
+static List *probes_to_send = NIL;
+
+static bool
+probe_due(OutboxTarget *target, TimestampTz now)
+{
+	return target->open && !target->probing && now >= target->probe_at;
+}
+
+/*
+ * For each open circuit whose probe is due, fetch its oldest pending message
+ * to send as the probe.
+ */
+static void
+find_probes(void)
+{
+	Oid			types[] = {TEXTOID};
+	TimestampTz now = GetCurrentTimestamp();
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	foreach(lc, outbox_target_all())
+	{
+		OutboxTarget *target = lfirst(lc);
+		Datum		values[1];
+		HeapTuple	tup;
+		bool		isnull;
+		Tracked    *t;
+		MemoryContext oldcxt;
+
+		if (!probe_due(target, now))
+			continue;
+		values[0] = CStringGetTextDatum(target->name);
+		outbox_execute(&probe_plan,
+					   "SELECT " MESSAGE_COLUMNS
+					   "  FROM outbox.messages"
+					   " WHERE state = 'pending' AND target = $1"
+					   " ORDER BY next_attempt_at, id LIMIT 1",
+					   lengthof(types), types, values, NULL, true, 1,
+					   SPI_OK_SELECT);
+		if (SPI_processed == 0)
+		{
+			/* Nothing to probe with: look again later */
+			target->probe_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
+			continue;
+		}
+		tup = SPI_tuptable->vals[0];
+		t = find_tracked(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+													 1, &isnull)));
+		if (t != NULL && t->state != TRACK_DONE)
+			continue;			/* still in flight from before the circuit opened */
+		t = tracked_entry(message_from_row(tup, SPI_tuptable->tupdesc, &buf),
+						  GetXLogInsertRecPtr(), target, t);
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		probes_to_send = lappend(probes_to_send, t);
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+static void
+send_probes(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+	bool		due = false;
+
+	foreach(lc, outbox_target_all())
+		due |= probe_due((OutboxTarget *) lfirst(lc), now);
+	if (!due)
+		return;
+
+	run_in_transaction(find_probes, "find probe messages");
+	foreach(lc, probes_to_send)
+		start_request((Tracked *) lfirst(lc), true);
+	list_free(probes_to_send);
+	probes_to_send = NIL;
+}
+
+static TimestampTz
+next_probe_at(void)
+{
+	TimestampTz next = 0;
+	ListCell   *lc;
+
+	foreach(lc, outbox_target_all())
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (target->open && !target->probing &&
+			(next == 0 || target->probe_at < next))
+			next = target->probe_at;
+	}
+	return next;
+}
+
+/* ---- the loop ---- */
+
 static void
 reload_configuration(void)
 {
@@ -744,6 +946,7 @@ reload_configuration(void)
 	ProcessConfigFile(PGC_SIGHUP);
 	list_free_deep(reported_targets);
 	reported_targets = NIL;
+	outbox_targets_sync(forget_queue);
 	/* New targets may have messages waiting */
 	cursor_valid = false;
 	scan_wanted = true;
@@ -778,13 +981,97 @@ dispatcher_detach(int code, Datum arg)
 	SpinLockRelease(&outbox_shared->mutex);
 }
 
+/*
+ * Until CREATE EXTENSION has run, look for it every EXTENSION_CHECK_MS, or
+ * at once when a commit asks for a scan.
+ */
+static void
+check_extension(bool scan_requested)
+{
+	static TimestampTz next_check = 0;
+	static bool logged = false;
+	TimestampTz now = GetCurrentTimestamp();
+	Latch	   *decoder;
+
+	if (now < next_check && !scan_requested)
+		return;
+	run_in_transaction(noop, "check for the extension");
+	next_check = TimestampTzPlusMilliseconds(now, EXTENSION_CHECK_MS);
+	if (!extension_ready)
+	{
+		if (!logged)
+			ereport(LOG,
+					(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
+							outbox_database)));
+		logged = true;
+		return;
+	}
+	logged = false;
+
+	/* The decoder waits for this news */
+	SpinLockAcquire(&outbox_shared->mutex);
+	decoder = outbox_shared->decoder_latch;
+	SpinLockRelease(&outbox_shared->mutex);
+	if (decoder)
+		SetLatch(decoder);
+}
+
+/* One turn of the loop while the extension exists */
+static void
+dispatch(bool scan_requested, StringInfo ringbuf)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (scan_requested)
+	{
+		scan_wanted = true;
+		cursor_valid = false;
+	}
+	if (now >= next_scan_at)
+		scan_wanted = true;
+
+	take_from_ring(ringbuf);
+	sweep_done();
+
+	/* Outcomes first: a scan must not see rows we already sent */
+	if (n_outcomes > 0)
+		flush_outcomes();
+	if ((scan_wanted || cursor_valid) && n_outcomes == 0 &&
+		ready_count < outbox_max_inflight)
+	{
+		if (!run_in_transaction(scan_table, "scan outbox.messages"))
+			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
+	}
+	if (extension_ready)
+	{
+		start_requests();
+		send_probes();
+	}
+}
+
+/* How long to sleep: until a latch, a socket, curl's timer or due work */
+static long
+next_timeout(void)
+{
+	TimestampTz next = next_scan_at;
+	TimestampTz probe = next_probe_at();
+
+	if (!extension_ready)
+		return EXTENSION_CHECK_MS;
+	if (n_outcomes > 0)
+		return ERROR_BACKOFF_MS;
+	if (cursor_valid && ready_count < outbox_max_inflight)
+		return 0;
+	if (probe != 0 && probe < next)
+		next = probe;
+	return Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next));
+}
+
 void
 outbox_dispatcher_main(Datum main_arg)
 {
 	HASHCTL		ctl;
 	StringInfoData ringbuf;
-	TimestampTz next_extension_check = 0;
-	bool		logged_waiting = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -812,12 +1099,11 @@ outbox_dispatcher_main(Datum main_arg)
 	outcomes = MemoryContextAlloc(TopMemoryContext,
 								  sizeof(Outcome) * max_outcomes);
 	initStringInfo(&ringbuf);
+	outbox_targets_sync(forget_queue);
 	outbox_http_init();
 
 	for (;;)
 	{
-		TimestampTz now;
-		long		timeout = -1;
 		bool		scan_requested;
 
 		CHECK_FOR_INTERRUPTS();
@@ -826,76 +1112,18 @@ outbox_dispatcher_main(Datum main_arg)
 		if (ConfigReloadPending)
 			reload_configuration();
 
-		now = GetCurrentTimestamp();
 		SpinLockAcquire(&outbox_shared->mutex);
 		scan_requested = outbox_shared->scan_requested;
 		outbox_shared->scan_requested = false;
 		SpinLockRelease(&outbox_shared->mutex);
 
 		if (!extension_ready)
-		{
-			/* A commit that queued a message is worth a look right away */
-			if (now >= next_extension_check || scan_requested)
-			{
-				run_in_transaction(noop, "check for the extension");
-				next_extension_check = TimestampTzPlusMilliseconds(now,
-																   EXTENSION_CHECK_MS);
-				if (!extension_ready && !logged_waiting)
-					ereport(LOG,
-							(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
-									outbox_database)));
-				logged_waiting = !extension_ready;
-				if (extension_ready)
-				{
-					Latch	   *decoder;
-
-					SpinLockAcquire(&outbox_shared->mutex);
-					decoder = outbox_shared->decoder_latch;
-					SpinLockRelease(&outbox_shared->mutex);
-					if (decoder)
-						SetLatch(decoder);
-				}
-			}
-		}
-
+			check_extension(scan_requested);
 		if (extension_ready)
-		{
-			if (scan_requested)
-			{
-				scan_wanted = true;
-				cursor_valid = false;
-			}
-			if (now >= next_scan_at)
-				scan_wanted = true;
+			dispatch(scan_requested, &ringbuf);
+		outbox_targets_publish();
 
-			take_from_ring(&ringbuf);
-			sweep_done();
-
-			/* Outcomes first: a scan must not see rows we already sent */
-			if (n_outcomes > 0)
-				flush_outcomes();
-			if ((scan_wanted || cursor_valid) && n_outcomes == 0 &&
-				ready_count < outbox_max_inflight)
-			{
-				if (!run_in_transaction(scan_table, "scan outbox.messages"))
-					next_scan_at = TimestampTzPlusMilliseconds(now,
-															   ERROR_BACKOFF_MS);
-			}
-			if (extension_ready)
-				start_requests();
-		}
-
-		/* Sleep until a latch, a socket, curl's timer or the next scan */
-		if (!extension_ready)
-			timeout = EXTENSION_CHECK_MS;
-		else if (n_outcomes > 0)
-			timeout = ERROR_BACKOFF_MS;
-		else if (cursor_valid && ready_count < outbox_max_inflight)
-			timeout = 0;
-		else
-			timeout = Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-															 next_scan_at));
-		outbox_http_wait(timeout, PG_WAIT_EXTENSION);
+		outbox_http_wait(next_timeout(), PG_WAIT_EXTENSION);
 		outbox_http_collect(request_done);
 	}
 }

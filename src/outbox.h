@@ -14,6 +14,7 @@
  *	plugin.c		the logical decoding output plugin
  *	decoder.c		decoder worker: owns the slot, decodes WAL, runs no SQL
  *	dispatcher.c	dispatcher worker: table scans, outcomes, event loop
+ *	policy.c		failure policy: retries, dead letters, circuit breakers
  *	http.c			libcurl multi driver integrated with a WaitEventSet
  *
  *-------------------------------------------------------------------------
@@ -22,7 +23,10 @@
 #define OUTBOX_H
 
 #include "access/xlogdefs.h"
+#include "lib/ilist.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "storage/lwlock.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "utils/jsonb.h"
@@ -36,6 +40,10 @@
 /* Size of the shared ring that carries decoded messages to the dispatcher */
 #define OUTBOX_RING_SIZE		(8 * 1024 * 1024)
 
+/* Longest target name, and how many targets outbox.targets may list */
+#define OUTBOX_TARGET_NAME_MAXLEN	63
+#define OUTBOX_MAX_TARGETS		64
+
 /* ---- config.c ---- */
 
 extern char *outbox_database;
@@ -48,6 +56,7 @@ extern int	outbox_request_timeout;		/* ms */
 extern int	outbox_connect_timeout;		/* ms */
 extern int	outbox_max_inflight;
 extern int	outbox_max_payload_size;	/* kB */
+extern int	outbox_circuit_failures;
 
 extern void outbox_define_gucs(void);
 extern const char *outbox_target_url(const char *name);
@@ -56,6 +65,21 @@ extern const char *outbox_target_name(int i);
 extern char *outbox_target_list(void);
 
 /* ---- shmem.c ---- */
+
+/* What SQL can see of a target's delivery state (the outbox.targets view) */
+typedef struct OutboxTargetStatus
+{
+	char		name[OUTBOX_TARGET_NAME_MAXLEN + 1];
+	bool		circuit_open;
+	TimestampTz circuit_opened_at;	/* 0 if closed */
+	TimestampTz next_probe_at;	/* 0 if closed */
+	int			consecutive_failures;
+	int			concurrency;
+	int			inflight;
+	TimestampTz last_success_at;	/* 0 if none */
+	TimestampTz last_failure_at;	/* 0 if none */
+	char		last_error[256];
+} OutboxTargetStatus;
 
 typedef struct OutboxShared
 {
@@ -76,6 +100,11 @@ typedef struct OutboxShared
 
 	/* Every message committed before this LSN has been put in the ring */
 	XLogRecPtr	decoded_upto;
+
+	/* Published by the dispatcher under status_lock */
+	LWLock	   *status_lock;
+	int			n_targets;
+	OutboxTargetStatus targets[OUTBOX_MAX_TARGETS];
 
 	/* Single-producer, single-consumer byte ring of decoded messages */
 	uint64		ring_head;		/* bytes ever written */
@@ -127,19 +156,6 @@ extern void outbox_headers_walk(Jsonb *headers, OutboxHeaderFn fn, void *arg);
 extern const char *outbox_header_problem(const char *name, int name_len,
 										 const char *value, int value_len);
 
-/* ---- sql.c ---- */
-
-typedef struct _SPI_plan *SPIPlanPtr;
-extern void outbox_execute(SPIPlanPtr *plan, const char *sql, int nargs,
-						   Oid *argtypes, Datum *values, const char *nulls,
-						   bool read_only, long count, int expected);
-extern void outbox_forget_plan(SPIPlanPtr *plan);
-
-/* ---- decoder.c / dispatcher.c ---- */
-
-extern PGDLLEXPORT void outbox_decoder_main(Datum main_arg);
-extern PGDLLEXPORT void outbox_dispatcher_main(Datum main_arg);
-
 /* ---- http.c ---- */
 
 struct curl_slist;
@@ -149,7 +165,6 @@ typedef struct OutboxHttpResult
 	void	   *owner;
 	long		status;			/* HTTP status, 0 if no response */
 	bool		transport_error;
-	bool		timed_out;
 	char		error[256];		/* curl error or HTTP status line */
 	int64		retry_after_ms; /* Retry-After, -1 if none */
 	bool		abort_message;	/* webhook-delivery: abort-message */
@@ -164,5 +179,61 @@ extern void outbox_http_start(void *owner, const char *url,
 extern int	outbox_http_inflight(void);
 extern void outbox_http_wait(long timeout_ms, uint32 wait_event_info);
 extern int	outbox_http_collect(OutboxHttpDone done);
+
+/* ---- policy.c ---- */
+
+/*
+ * A target as the dispatcher sees it: its queue of messages ready to send,
+ * its share of the in-flight requests, and its circuit breaker.
+ */
+typedef struct OutboxTarget
+{
+	char		name[OUTBOX_TARGET_NAME_MAXLEN + 1];
+	dlist_head	queue;			/* messages ready to send */
+	int			queued;
+	int			inflight;
+	int			concurrency;	/* current limit, lowered when throttled */
+	int			failures;		/* consecutive failed attempts */
+	bool		open;			/* circuit open: only probes are sent */
+	bool		probing;		/* a probe is in flight */
+	int			probes;			/* failed probes since the circuit opened */
+	TimestampTz opened_at;
+	TimestampTz probe_at;
+	TimestampTz last_success_at;
+	TimestampTz last_failure_at;
+	char		last_error[256];
+} OutboxTarget;
+
+/* What an attempt means for its message */
+typedef struct OutboxVerdict
+{
+	const char *state;			/* "delivered", "pending" or "dead" */
+	int32		attempts;		/* attempts to record */
+	TimestampTz next_attempt_at;	/* 0: unchanged */
+} OutboxVerdict;
+
+extern void outbox_targets_sync(void (*forget_queue) (OutboxTarget *target));
+extern OutboxTarget *outbox_target_get(const char *name);
+extern List *outbox_target_all(void);
+extern int	outbox_target_limit(OutboxTarget *target);
+extern TimestampTz outbox_retry_time(TimestampTz now, int attempts);
+extern void outbox_target_sent(OutboxTarget *target, bool probe);
+extern void outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
+						 OutboxHttpResult *result, TimestampTz now,
+						 OutboxVerdict *verdict);
+extern void outbox_targets_publish(void);
+
+/* ---- sql.c ---- */
+
+typedef struct _SPI_plan *SPIPlanPtr;
+extern void outbox_execute(SPIPlanPtr *plan, const char *sql, int nargs,
+						   Oid *argtypes, Datum *values, const char *nulls,
+						   bool read_only, long count, int expected);
+extern void outbox_forget_plan(SPIPlanPtr *plan);
+
+/* ---- decoder.c / dispatcher.c ---- */
+
+extern PGDLLEXPORT void outbox_decoder_main(Datum main_arg);
+extern PGDLLEXPORT void outbox_dispatcher_main(Datum main_arg);
 
 #endif							/* OUTBOX_H */

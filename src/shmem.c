@@ -28,6 +28,7 @@ void
 outbox_shmem_request(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OutboxShared)));
+	RequestNamedLWLockTranche("outbox", 1);
 }
 
 void
@@ -46,6 +47,8 @@ outbox_shmem_startup(void)
 		outbox_shared->decoder_streaming = false;
 		outbox_shared->scan_requested = true;
 		outbox_shared->decoded_upto = InvalidXLogRecPtr;
+		outbox_shared->status_lock = &(GetNamedLWLockTranche("outbox"))->lock;
+		outbox_shared->n_targets = 0;
 		outbox_shared->ring_head = 0;
 		outbox_shared->ring_tail = 0;
 	}
