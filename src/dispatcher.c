@@ -842,28 +842,22 @@ take_from_ring(StringInfo buf)
 
 /* ---- probes ---- */
 
+static List *probe_targets = NIL;	/* open circuits whose probe is due */
 static List *probes_to_send = NIL;
 
-static bool
-probe_due(OutboxTarget *target, TimestampTz now)
-{
-	return target->open && !target->probing && now >= target->probe_at;
-}
-
 /*
- * For each open circuit whose probe is due, fetch its oldest pending message
- * to send as the probe.
+ * For each target in probe_targets, fetch its oldest pending message to send
+ * as the probe.
  */
 static void
 find_probes(void)
 {
 	Oid			types[] = {TEXTOID};
-	TimestampTz now = GetCurrentTimestamp();
 	StringInfoData buf;
 	ListCell   *lc;
 
 	initStringInfo(&buf);
-	foreach(lc, outbox_target_all())
+	foreach(lc, probe_targets)
 	{
 		OutboxTarget *target = lfirst(lc);
 		Datum		values[1];
@@ -872,8 +866,6 @@ find_probes(void)
 		Tracked    *t;
 		MemoryContext oldcxt;
 
-		if (!probe_due(target, now))
-			continue;
 		values[0] = CStringGetTextDatum(target->name);
 		outbox_execute(&probe_plan,
 					   "SELECT " MESSAGE_COLUMNS
@@ -883,11 +875,7 @@ find_probes(void)
 					   lengthof(types), types, values, NULL, true, 1,
 					   SPI_OK_SELECT);
 		if (SPI_processed == 0)
-		{
-			/* Nothing to probe with: look again later */
-			target->probe_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
-			continue;
-		}
+			continue;			/* nothing to probe with */
 		tup = SPI_tuptable->vals[0];
 		t = find_tracked(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
 													 1, &isnull)));
@@ -901,16 +889,30 @@ find_probes(void)
 	}
 }
 
+/*
+ * Send a probe to each open circuit whose time has come.  Until a probe's
+ * outcome sets the next time, look again after SAFETY_SCAN_MS: there may be
+ * nothing to probe with, or its message may still be in flight.
+ */
 static void
 send_probes(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	ListCell   *lc;
-	bool		due = false;
 
 	foreach(lc, outbox_target_all())
-		due |= probe_due((OutboxTarget *) lfirst(lc), now);
-	if (!due)
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (target->open && !target->probing && now >= target->probe_at)
+		{
+			target->probe_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
+			probe_targets = lappend(probe_targets, target);
+		}
+	}
+	MemoryContextSwitchTo(oldcxt);
+	if (probe_targets == NIL)
 		return;
 
 	run_in_transaction(find_probes, "find probe messages");
@@ -918,6 +920,8 @@ send_probes(void)
 		start_request((Tracked *) lfirst(lc), true);
 	list_free(probes_to_send);
 	probes_to_send = NIL;
+	list_free(probe_targets);
+	probe_targets = NIL;
 }
 
 static TimestampTz
