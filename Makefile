@@ -13,6 +13,7 @@ OBJS = \
 	src/plugin.o \
 	src/policy.o \
 	src/shmem.o \
+	src/signature.o \
 	src/sql.o
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 PGFILEDESC = "outbox - transactional outbox delivering webhooks"

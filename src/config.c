@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 
+#include "common/base64.h"
 #include "miscadmin.h"
 #include "replication/slot.h"
 #include "utils/guc.h"
@@ -22,6 +23,7 @@
 char	   *outbox_database = NULL;
 char	   *outbox_targets = NULL;
 char	   *outbox_slot_name = NULL;
+char	   *outbox_secrets = NULL;
 int			outbox_max_attempts = 12;
 int			outbox_retry_base_delay = 1000;
 int			outbox_retry_max_delay = 3600 * 1000;
@@ -32,20 +34,30 @@ int			outbox_max_payload_size = 1024;
 int			outbox_circuit_failures = 5;
 
 
-typedef struct TargetItem
+/*
+ * A parsed "name=value, name=value" list, the "extra" of outbox.targets and
+ * outbox.secrets: one malloc'd block (the GUC machinery frees it), items
+ * first, then their strings.  Offsets are from the start of the block.
+ */
+typedef struct PairItem
 {
 	int			name_off;
-	int			url_off;
-} TargetItem;
+	int			value_off;
+	int			value_len;		/* bytes, for decoded binary values */
+} PairItem;
 
-/* The "extra" of outbox.targets: entries, then their NUL-terminated strings */
-typedef struct TargetItems
+typedef struct PairList
 {
 	int			count;
-	TargetItem entries[FLEXIBLE_ARRAY_MEMBER];
-} TargetItems;
+	char		problem[200];	/* why the list is unusable; "" if it is not */
+	PairItem	items[FLEXIBLE_ARRAY_MEMBER];
+} PairList;
 
-static TargetItems *target_list = NULL;
+#define PAIR_NAME(list, i)	((char *) (list) + (list)->items[i].name_off)
+#define PAIR_VALUE(list, i) ((char *) (list) + (list)->items[i].value_off)
+
+static PairList *target_list = NULL;
+static PairList *secret_list = NULL;
 
 static bool
 valid_target_name(const char *name, int len)
@@ -63,151 +75,134 @@ valid_target_name(const char *name, int len)
 }
 
 static bool
-valid_target_url(const char *url, int len)
+valid_target_url(const char *url)
 {
-	if (!((len > 7 && strncmp(url, "http://", 7) == 0) ||
-		  (len > 8 && strncmp(url, "https://", 8) == 0)))
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
 		return false;
-	for (int i = 0; i < len; i++)
+	for (const char *p = url; *p; p++)
 	{
-		unsigned char c = (unsigned char) url[i];
-
-		if (c <= ' ' || c == 0x7f)
+		if ((unsigned char) *p <= ' ' || *p == 0x7f)
 			return false;
 	}
 	return true;
 }
 
-/*
- * Parse "name=url, name=url" into a TargetItems.  Returns NULL and sets the
- * GUC error detail on bad syntax.
- */
-static TargetItems *
-parse_targets(const char *value)
+static const char *
+trim(const char *start, const char **end)
 {
-	TargetItems *list;
+	while (start < *end && isspace((unsigned char) *start))
+		start++;
+	while (*end > start && isspace((unsigned char) (*end)[-1]))
+		(*end)--;
+	return start;
+}
+
+/*
+ * Split a "name=value, name=value" list.  Returns NULL on out of memory; on
+ * bad syntax, a list whose "problem" says what is wrong.  Problems name the
+ * entry by position and name only: values may be secrets.
+ */
+static PairList *
+parse_pairs(const char *value)
+{
+	PairList   *list;
 	char	   *strings;
-	int			count = 0;
+	int			count = 1;
 	int			used = 0;
-	size_t		len = strlen(value);
 	const char *p;
 
 	for (p = value; *p; p++)
-		if (*p == '=')
+		if (*p == ',')
 			count++;
 
-	list = malloc(offsetof(TargetItems, entries) +
-				  sizeof(TargetItem) * count + len + count * 2 + 1);
+	list = malloc(offsetof(PairList, items) + sizeof(PairItem) * count +
+				  strlen(value) + count * 2 + 1);
 	if (list == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
 		return NULL;
-	}
 	list->count = 0;
-	strings = (char *) &list->entries[count];
+	list->problem[0] = '\0';
+	strings = (char *) &list->items[count];
 
-	p = value;
-	for (;;)
+	for (p = value; *p;)
 	{
-		const char *item,
-				   *eq,
-				   *end,
-				   *name_end,
-				   *url;
-		int			name_len,
-					url_len;
+		const char *end = strchr(p, ',');
+		const char *eq;
+		const char *name_end;
+		const char *value_end;
+		const char *name;
+		const char *val;
+		PairItem   *item;
 
-		while (isspace((unsigned char) *p))
-			p++;
-		if (*p == '\0')
-			break;
-		item = p;
-		end = strchr(p, ',');
 		if (end == NULL)
 			end = p + strlen(p);
-		eq = memchr(item, '=', end - item);
+		value_end = end;
+		eq = memchr(p, '=', end - p);
+		name_end = eq ? eq : end;
+		name = trim(p, &name_end);
+		p = (*end == ',') ? end + 1 : end;
+		if (eq == NULL && name == name_end)
+			continue;			/* empty entry */
 		if (eq == NULL)
 		{
-			GUC_check_errdetail("Entry \"%.*s\" is not of the form name=url.",
-								(int) (end - item), item);
-			goto fail;
+			snprintf(list->problem, sizeof(list->problem),
+					 "Entry %d is not of the form name=value.",
+					 list->count + 1);
+			return list;
 		}
-		name_end = eq;
-		while (name_end > item && isspace((unsigned char) name_end[-1]))
-			name_end--;
-		name_len = name_end - item;
-		url = eq + 1;
-		while (url < end && isspace((unsigned char) *url))
-			url++;
-		url_len = end - url;
-		while (url_len > 0 && isspace((unsigned char) url[url_len - 1]))
-			url_len--;
+		if (!valid_target_name(name, name_end - name))
+		{
+			snprintf(list->problem, sizeof(list->problem),
+					 "Entry %d: the name must be 1 to %d letters, digits, \"_\", \"-\" or \".\".",
+					 list->count + 1, OUTBOX_TARGET_NAME_MAXLEN);
+			return list;
+		}
+		val = trim(eq + 1, &value_end);
 
-		if (!valid_target_name(item, name_len))
-		{
-			GUC_check_errdetail("Target name \"%.*s\" must be 1 to %d letters, digits, \"_\", \"-\" or \".\".",
-								name_len, item, OUTBOX_TARGET_NAME_MAXLEN);
-			goto fail;
-		}
-		if (!valid_target_url(url, url_len))
-		{
-			GUC_check_errdetail("URL \"%.*s\" of target \"%.*s\" must start with http:// or https:// and contain no spaces.",
-								url_len, url, name_len, item);
-			goto fail;
-		}
-		for (int i = 0; i < list->count; i++)
-		{
-			const char *other = strings + list->entries[i].name_off;
-
-			if ((int) strlen(other) == name_len &&
-				strncmp(other, item, name_len) == 0)
-			{
-				GUC_check_errdetail("Target \"%.*s\" is listed twice.",
-									name_len, item);
-				goto fail;
-			}
-		}
-
-		if (list->count == OUTBOX_MAX_TARGETS)
-		{
-			GUC_check_errdetail("At most %d targets can be configured.",
-								OUTBOX_MAX_TARGETS);
-			goto fail;
-		}
-		list->entries[list->count].name_off = used;
-		memcpy(strings + used, item, name_len);
-		used += name_len;
+		item = &list->items[list->count++];
+		item->name_off = (strings - (char *) list) + used;
+		memcpy(strings + used, name, name_end - name);
+		used += name_end - name;
 		strings[used++] = '\0';
-		list->entries[list->count].url_off = used;
-		memcpy(strings + used, url, url_len);
-		used += url_len;
+		item->value_off = (strings - (char *) list) + used;
+		item->value_len = value_end - val;
+		memcpy(strings + used, val, value_end - val);
+		used += value_end - val;
 		strings[used++] = '\0';
-		list->count++;
-
-		p = (*end == ',') ? end + 1 : end;
-	}
-
-	/* Make the offsets relative to the start of the block */
-	for (int i = 0; i < list->count; i++)
-	{
-		list->entries[i].name_off += (strings - (char *) list);
-		list->entries[i].url_off += (strings - (char *) list);
 	}
 	return list;
-
-fail:
-	free(list);
-	return NULL;
 }
 
 static bool
 check_targets(char **newval, void **extra, GucSource source)
 {
-	TargetItems *list = parse_targets(*newval ? *newval : "");
+	PairList   *list = parse_pairs(*newval ? *newval : "");
 
 	if (list == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
 		return false;
+	}
+	if (list->problem[0] == '\0' && list->count > OUTBOX_MAX_TARGETS)
+		snprintf(list->problem, sizeof(list->problem),
+				 "At most %d targets can be configured.", OUTBOX_MAX_TARGETS);
+	for (int i = 0; i < list->count && list->problem[0] == '\0'; i++)
+	{
+		if (!valid_target_url(PAIR_VALUE(list, i)))
+			snprintf(list->problem, sizeof(list->problem),
+					 "URL \"%s\" of target \"%s\" must start with http:// or https:// and contain no spaces.",
+					 PAIR_VALUE(list, i), PAIR_NAME(list, i));
+		for (int j = 0; j < i && list->problem[0] == '\0'; j++)
+			if (strcmp(PAIR_NAME(list, i), PAIR_NAME(list, j)) == 0)
+				snprintf(list->problem, sizeof(list->problem),
+						 "Target \"%s\" is listed twice.", PAIR_NAME(list, i));
+	}
+	if (list->problem[0] != '\0')
+	{
+		GUC_check_errdetail("%s", list->problem);
+		free(list);
+		return false;
+	}
 	*extra = list;
 	return true;
 }
@@ -215,7 +210,91 @@ check_targets(char **newval, void **extra, GucSource source)
 static void
 assign_targets(const char *newval, void *extra)
 {
-	target_list = (TargetItems *) extra;
+	target_list = (PairList *) extra;
+}
+
+/*
+ * outbox.secrets is never refused: the GUC machinery would print the value
+ * in its error.  A list with a problem is kept, and the dispatcher reports
+ * the problem (which names no secret) and holds back signed deliveries.
+ * Keys are stored base64-decoded.
+ */
+static bool
+check_secrets(char **newval, void **extra, GucSource source)
+{
+	PairList   *list = parse_pairs(*newval ? *newval : "");
+
+	if (list == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	for (int i = 0; i < list->count && list->problem[0] == '\0'; i++)
+	{
+		char	   *key = PAIR_VALUE(list, i);
+		int			len = list->items[i].value_len;
+		int			decoded = -1;
+
+		if (len > 6 && strncmp(key, "whsec_", 6) == 0 &&
+			pg_b64_dec_len(len - 6) <= len)
+		{
+			char	   *buf = malloc(pg_b64_dec_len(len - 6));
+
+			if (buf)
+			{
+				decoded = pg_b64_decode(key + 6, len - 6, buf,
+										pg_b64_dec_len(len - 6));
+				if (decoded > 0)
+					memcpy(key, buf, decoded);
+				free(buf);
+			}
+		}
+		if (decoded <= 0)
+			snprintf(list->problem, sizeof(list->problem),
+					 "The secret of entry %d (target \"%s\") is not whsec_ followed by base64.",
+					 i + 1, PAIR_NAME(list, i));
+		else
+			list->items[i].value_len = decoded;
+	}
+	*extra = list;
+	return true;
+}
+
+static void
+assign_secrets(const char *newval, void *extra)
+{
+	secret_list = (PairList *) extra;
+}
+
+/*
+ * The signing keys of a target (none if it has no secret).  Returns false,
+ * with the reason in *problem, if outbox.secrets cannot be used.
+ */
+bool
+outbox_target_secrets(const char *name, List **keys, const char **problem)
+{
+	*keys = NIL;
+	*problem = NULL;
+	if (secret_list == NULL)
+		return true;
+	if (secret_list->problem[0] != '\0')
+	{
+		*problem = secret_list->problem;
+		return false;
+	}
+	for (int i = 0; i < secret_list->count; i++)
+	{
+		if (strcmp(PAIR_NAME(secret_list, i), name) == 0)
+		{
+			StringInfo	key = makeStringInfo();
+
+			appendBinaryStringInfo(key, PAIR_VALUE(secret_list, i),
+								   secret_list->items[i].value_len);
+			*keys = lappend(*keys, key);
+		}
+	}
+	return true;
 }
 
 static bool
@@ -229,7 +308,7 @@ outbox_target_url(const char *name)
 {
 	for (int i = 0; i < outbox_target_count(); i++)
 		if (strcmp(outbox_target_name(i), name) == 0)
-			return (char *) target_list + target_list->entries[i].url_off;
+			return PAIR_VALUE(target_list, i);
 	return NULL;
 }
 
@@ -243,7 +322,7 @@ const char *
 outbox_target_name(int i)
 {
 	Assert(i >= 0 && i < outbox_target_count());
-	return (char *) target_list + target_list->entries[i].name_off;
+	return PAIR_NAME(target_list, i);
 }
 
 /* The configured target names, for error messages: "orders, billing" */
@@ -296,6 +375,15 @@ outbox_define_gucs(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_targets, assign_targets, NULL);
+
+	DefineCustomStringVariable("outbox.secrets",
+							   "Signing secrets of targets, as comma-separated name=whsec_<base64> pairs.",
+							   "A target listed twice is signed with both secrets, for key rotation.",
+							   &outbox_secrets,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   check_secrets, assign_secrets, NULL);
 
 	DefineCustomIntVariable("outbox.max_attempts",
 							"Failed attempts after which a message is dead.",

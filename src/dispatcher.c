@@ -100,6 +100,7 @@ typedef struct Outcome
 } Outcome;
 
 static MemoryContext message_context;
+static MemoryContext scratch_context;	/* reset after each use */
 
 /*
  * Every message committed before this WAL position that the ring will ever
@@ -185,6 +186,29 @@ untrack(Tracked *t)
 static void
 report_missing_target(const char *target);
 
+static bool secrets_problem_reported = false;
+
+/*
+ * Can outbox.secrets be used?  If not, nothing is sent (a message meant to
+ * be signed must not go out unsigned) and the problem is logged once.
+ */
+static bool
+secrets_usable(void)
+{
+	List	   *keys;
+	const char *problem;
+
+	if (outbox_target_secrets("", &keys, &problem))
+		return true;
+	if (!secrets_problem_reported)
+		ereport(LOG,
+				(errmsg("outbox.secrets cannot be used; messages wait until it is fixed"),
+				 errdetail("%s", problem),
+				 errhint("Write outbox.secrets as name=whsec_<base64 key> pairs, comma separated, and reload the configuration.")));
+	secrets_problem_reported = true;
+	return false;
+}
+
 /* The entry of a message about to be queued or sent; t: its DONE entry */
 static Tracked *
 tracked_entry(OutboxMessage *msg, XLogRecPtr forget_after,
@@ -218,7 +242,7 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 {
 	OutboxTarget *target = outbox_target_get(msg->target);
 
-	if (target == NULL || target->open)
+	if (target == NULL || target->open || !secrets_usable())
 	{
 		if (target == NULL)
 			report_missing_target(msg->target);
@@ -399,7 +423,7 @@ sendable_targets(void)
 	{
 		OutboxTarget *target = lfirst(lc);
 
-		if (!target->open)
+		if (!target->open && secrets_usable())
 			names[n++] = CStringGetTextDatum(target->name);
 	}
 	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
@@ -698,20 +722,30 @@ add_custom_header(const char *name, int name_len, const JsonbValue *value,
 }
 
 static struct curl_slist *
-build_headers(OutboxMessage *msg)
+build_headers(OutboxMessage *msg, const char *body)
 {
 	StringInfoData line;
 	HeaderBuild hb = {NULL, &line};
 	char		number[32];
+	char		timestamp[32];
 	char	   *webhook_id = outbox_webhook_id(msg->id, msg->message_id);
+	List	   *keys;
+	const char *problem;
+	char	   *signature;
 
 	initStringInfo(&line);
 	add_header_line(&hb, "Content-Type", "application/json");
 	/* Never wait for "100 Continue" before sending the body */
 	hb.list = curl_slist_append(hb.list, "Expect:");
 	add_header_line(&hb, "webhook-id", webhook_id);
-	snprintf(number, sizeof(number), "%lld", (long long) time(NULL));
-	add_header_line(&hb, "webhook-timestamp", number);
+	snprintf(timestamp, sizeof(timestamp), "%lld", (long long) time(NULL));
+	add_header_line(&hb, "webhook-timestamp", timestamp);
+	if (outbox_target_secrets(msg->target, &keys, &problem) && keys != NIL)
+	{
+		signature = outbox_signature(keys, webhook_id, timestamp, body,
+									 strlen(body));
+		add_header_line(&hb, "webhook-signature", signature);
+	}
 	snprintf(number, sizeof(number), "%d", msg->attempts + 1);
 	add_header_line(&hb, "outbox-attempt", number);
 	if (msg->message_type)
@@ -719,8 +753,6 @@ build_headers(OutboxMessage *msg)
 	if (msg->key)
 		add_header_line(&hb, "outbox-key", msg->key);
 	outbox_headers_walk(msg->headers, add_custom_header, &hb);
-	pfree(webhook_id);
-	pfree(line.data);
 	return hb.list;
 }
 
@@ -749,15 +781,19 @@ static void
 start_request(Tracked *t, bool probe)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(message_context);
+	struct curl_slist *headers;
 
 	t->body = JsonbToCString(NULL, &t->msg->payload->root,
 							 VARSIZE(t->msg->payload));
 	t->state = TRACK_INFLIGHT;
 	t->probe = probe;
-	outbox_http_start(t, outbox_target_url(t->target->name), t->body,
-					  strlen(t->body), build_headers(t->msg));
-	outbox_target_sent(t->target, probe);
+	MemoryContextSwitchTo(scratch_context);
+	headers = build_headers(t->msg, t->body);
 	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(scratch_context);
+	outbox_http_start(t, outbox_target_url(t->target->name), t->body,
+					  strlen(t->body), headers);
+	outbox_target_sent(t->target, probe);
 }
 
 /*
@@ -950,6 +986,7 @@ reload_configuration(void)
 	ProcessConfigFile(PGC_SIGHUP);
 	list_free_deep(reported_targets);
 	reported_targets = NIL;
+	secrets_problem_reported = false;
 	outbox_targets_sync(forget_queue);
 	/* New targets may have messages waiting */
 	cursor_valid = false;
@@ -1093,6 +1130,9 @@ outbox_dispatcher_main(Datum main_arg)
 
 	message_context = AllocSetContextCreate(TopMemoryContext,
 											"outbox messages",
+											ALLOCSET_DEFAULT_SIZES);
+	scratch_context = AllocSetContextCreate(TopMemoryContext,
+											"outbox scratch",
 											ALLOCSET_DEFAULT_SIZES);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(TrackedEntry);

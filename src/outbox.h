@@ -10,6 +10,7 @@
  *	shmem.c			shared state: worker latches, flags, decoded-message ring
  *	api.c			SQL-callable functions and the wake-up at commit
  *	message.c		wire format of a decoded message, webhook ids, headers
+ *	signature.c		Standard Webhooks signatures
  *	sql.c			saved SPI plans
  *	plugin.c		the logical decoding output plugin
  *	decoder.c		decoder worker: owns the slot, decodes WAL, runs no SQL
@@ -49,6 +50,7 @@
 extern char *outbox_database;
 extern char *outbox_targets;
 extern char *outbox_slot_name;
+extern char *outbox_secrets;
 extern int	outbox_max_attempts;
 extern int	outbox_retry_base_delay;	/* ms */
 extern int	outbox_retry_max_delay;		/* ms */
@@ -63,6 +65,8 @@ extern const char *outbox_target_url(const char *name);
 extern int	outbox_target_count(void);
 extern const char *outbox_target_name(int i);
 extern char *outbox_target_list(void);
+extern bool outbox_target_secrets(const char *name, List **keys,
+								  const char **problem);
 
 /* ---- shmem.c ---- */
 
@@ -222,6 +226,12 @@ extern void outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
 						 OutboxHttpResult *result, TimestampTz now,
 						 OutboxVerdict *verdict);
 extern void outbox_targets_publish(void);
+
+/* ---- signature.c ---- */
+
+extern char *outbox_signature(List *keys, const char *webhook_id,
+							  const char *timestamp, const char *body,
+							  size_t body_len);
 
 /* ---- sql.c ---- */
 
