@@ -9,6 +9,7 @@ OBJS = \
 	src/dispatcher.o \
 	src/http.o \
 	src/message.o \
+	src/ordering.o \
 	src/outbox.o \
 	src/plugin.o \
 	src/policy.o \

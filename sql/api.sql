@@ -79,6 +79,10 @@ SELECT outbox_queue('orders', '{}');
 SELECT outbox_send('orders', '{}');
 SELECT outbox_redrive();
 SELECT * FROM outbox.targets;
+-- nor can they read the signing secrets
+SHOW outbox.secrets;
+SELECT current_setting('outbox.secrets');
+SELECT count(*) FROM pg_settings WHERE name = 'outbox.secrets';
 RESET ROLE;
 DROP ROLE outbox_nobody;
 

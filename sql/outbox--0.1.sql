@@ -33,6 +33,10 @@ COMMENT ON COLUMN outbox.messages.via_wal IS 'Queued by outbox_queue: delivered 
 CREATE INDEX messages_due_idx ON outbox.messages (next_attempt_at, id)
     WHERE state = 'pending';
 
+-- Per-key order: the pending messages of a (target, key), in order.
+CREATE INDEX messages_key_idx ON outbox.messages (target, key, id)
+    WHERE state = 'pending' AND key IS NOT NULL;
+
 -- Idempotent enqueue: one message per (target, message_id).
 CREATE UNIQUE INDEX messages_message_id_idx ON outbox.messages (target, message_id)
     WHERE message_id IS NOT NULL;

@@ -74,6 +74,7 @@ typedef struct Tracked
 	TrackState	state;
 	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
 	bool		probe;			/* INFLIGHT as the probe of an open circuit */
+	bool		gate_ok;		/* QUEUED with a key: first in its key */
 	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */
 	OutboxTarget *target;		/* QUEUED and INFLIGHT */
 	OutboxMessage *msg;			/* QUEUED and INFLIGHT */
@@ -229,6 +230,7 @@ tracked_entry(OutboxMessage *msg, XLogRecPtr forget_after,
 	t->msg = msg;
 	t->body = NULL;
 	t->probe = false;
+	t->gate_ok = false;
 	return t;
 }
 
@@ -364,6 +366,7 @@ run_in_transaction(void (*fn) (void), const char *activity)
 		{
 			forget_all();
 			free_plans();
+			outbox_keys_forget();
 			extension_oid = oid;
 		}
 		extension_ready = OidIsValid(oid);
@@ -666,6 +669,13 @@ request_done(OutboxHttpResult *r)
 	}
 	add_outcome(t->id, &v, r, now);
 
+	if (t->msg->key && outbox_key_finished(target->name, t->msg->key))
+	{
+		/* A later message of this key waits in the table: look for it */
+		scan_wanted = true;
+		cursor_valid = false;
+	}
+
 	if (!was_open && target->open)
 		forget_queue(target);	/* they wait in the table, spending nothing */
 	else if (was_open && !target->open)
@@ -794,6 +804,84 @@ start_request(Tracked *t, bool probe)
 	outbox_http_start(t, outbox_target_url(t->target->name), t->body,
 					  strlen(t->body), headers);
 	outbox_target_sent(t->target, probe);
+	if (t->msg->key)
+		outbox_key_started(t->target->name, t->msg->key);
+}
+
+/* ---- per-key order ---- */
+
+#define GATE_BATCH	1000
+
+static Tracked *gate_candidates[GATE_BATCH];
+static int64 gate_ids[GATE_BATCH];
+static bool gate_ok[GATE_BATCH];
+static int	n_gate = 0;
+
+static void
+check_gate(void)
+{
+	outbox_keys_gate(gate_ids, n_gate, gate_ok);
+}
+
+/* Drop a queued message whose key must wait: it stays in the table */
+static void
+wait_for_key(Tracked *t)
+{
+	dlist_delete(&t->node);
+	t->target->queued--;
+	ready_count--;
+	outbox_key_wait(t->target->name, t->msg->key);
+	untrack(t);
+}
+
+/*
+ * Decide which queued keyed messages are first in their key and may go;
+ * the others wait in the table for the message in front of them.
+ */
+static void
+gate_keyed_messages(void)
+{
+	ListCell   *lc;
+	bool		checked;
+
+	n_gate = 0;
+	foreach(lc, outbox_target_all())
+	{
+		OutboxTarget *target = lfirst(lc);
+		dlist_mutable_iter iter;
+
+		dlist_foreach_modify(iter, &target->queue)
+		{
+			Tracked    *t = dlist_container(Tracked, node, iter.cur);
+
+			if (t->msg->key == NULL || t->gate_ok)
+				continue;
+			if (outbox_key_busy(target->name, t->msg->key))
+				wait_for_key(t);
+			else if (n_gate < GATE_BATCH)
+			{
+				gate_candidates[n_gate] = t;
+				gate_ids[n_gate++] = t->id;
+			}
+		}
+	}
+	if (n_gate == 0)
+		return;
+
+	checked = run_in_transaction(check_gate, "check the order of keyed messages");
+	if (!checked)
+		next_scan_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   ERROR_BACKOFF_MS);
+	for (int i = 0; i < n_gate; i++)
+	{
+		/* The transaction may have found the extension gone or recreated */
+		if (find_tracked(gate_ids[i]) != gate_candidates[i])
+			continue;
+		if (checked && gate_ok[i])
+			gate_candidates[i]->gate_ok = true;
+		else
+			wait_for_key(gate_candidates[i]);
+	}
 }
 
 /*
@@ -824,6 +912,14 @@ start_requests(void)
 								dlist_pop_head_node(&target->queue));
 			target->queued--;
 			ready_count--;
+			if (t->msg->key &&
+				(!t->gate_ok || outbox_key_busy(target->name, t->msg->key)))
+			{
+				/* Not first in its key after all: it waits in the table */
+				outbox_key_wait(target->name, t->msg->key);
+				untrack(t);
+				continue;
+			}
 			start_request(t, false);
 			started = true;
 		}
@@ -1085,6 +1181,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	}
 	if (extension_ready)
 	{
+		gate_keyed_messages();
 		start_requests();
 		send_probes();
 	}

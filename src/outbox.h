@@ -15,6 +15,7 @@
  *	plugin.c		the logical decoding output plugin
  *	decoder.c		decoder worker: owns the slot, decodes WAL, runs no SQL
  *	dispatcher.c	dispatcher worker: table scans, outcomes, event loop
+ *	ordering.c		per-key order
  *	policy.c		failure policy: retries, dead letters, circuit breakers
  *	http.c			libcurl multi driver integrated with a WaitEventSet
  *
@@ -226,6 +227,15 @@ extern void outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
 						 OutboxHttpResult *result, TimestampTz now,
 						 OutboxVerdict *verdict);
 extern void outbox_targets_publish(void);
+
+/* ---- ordering.c ---- */
+
+extern bool outbox_key_busy(const char *target, const char *key);
+extern void outbox_key_started(const char *target, const char *key);
+extern void outbox_key_wait(const char *target, const char *key);
+extern bool outbox_key_finished(const char *target, const char *key);
+extern void outbox_keys_forget(void);
+extern void outbox_keys_gate(int64 *ids, int n, bool *ok);
 
 /* ---- signature.c ---- */
 
