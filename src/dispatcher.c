@@ -52,6 +52,8 @@
 
 /* Rows fetched by one table scan */
 #define SCAN_BATCH				1000
+/* Messages a target may hold in its queue; more wait in the table */
+#define TARGET_QUEUE_CAP		1000
 /* Scan at least this often, whatever else happens (safety net) */
 #define SAFETY_SCAN_MS			5000
 /* How often to look for CREATE EXTENSION while it has not run */
@@ -109,7 +111,6 @@ static MemoryContext scratch_context;	/* reset after each use */
  */
 static XLogRecPtr ring_covers = InvalidXLogRecPtr;
 static HTAB *tracked;
-static int	ready_count = 0;		/* QUEUED messages, all targets */
 static dlist_head done_list = DLIST_STATIC_INIT(done_list);
 
 static Outcome *outcomes;
@@ -244,7 +245,11 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 {
 	OutboxTarget *target = outbox_target_get(msg->target);
 
-	if (target == NULL || target->open || !secrets_usable())
+	bool		full = target != NULL && target->queued >= TARGET_QUEUE_CAP;
+
+	if (full)
+		target->overflowed = true;	/* scan for it when there is room */
+	if (target == NULL || target->open || !secrets_usable() || full)
 	{
 		if (target == NULL)
 			report_missing_target(msg->target);
@@ -261,7 +266,6 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 	t->state = TRACK_QUEUED;
 	dlist_push_tail(&target->queue, &t->node);
 	target->queued++;
-	ready_count++;
 }
 
 /* Drop the target's queue: its messages wait in the table */
@@ -276,9 +280,9 @@ forget_queue(OutboxTarget *target)
 
 		dlist_delete(&t->node);
 		untrack(t);
-		ready_count--;
 	}
 	target->queued = 0;
+	target->overflowed = false;
 }
 
 /*
@@ -315,7 +319,9 @@ forget_all(void)
 		target->queued = 0;
 	}
 	dlist_init(&done_list);
-	ready_count = 0;
+	for (int i = 0; i < n_outcomes; i++)
+		if (outcomes[i].error)
+			pfree(outcomes[i].error);
 	n_outcomes = 0;
 	cursor_valid = false;
 	scan_wanted = true;
@@ -413,7 +419,29 @@ noop(void)
 
 /* ---- scanning ---- */
 
-/* The targets a scan looks for: configured, with a closed circuit */
+/*
+ * Can the target take more messages into its queue?  A slow target fills its
+ * queue and is left out of scans, so it cannot crowd out the others.
+ */
+static bool
+has_room(OutboxTarget *target)
+{
+	return !target->open && target->queued < TARGET_QUEUE_CAP / 2 &&
+		secrets_usable();
+}
+
+static bool
+any_room(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, outbox_target_all())
+		if (has_room((OutboxTarget *) lfirst(lc)))
+			return true;
+	return false;
+}
+
+/* The targets a scan looks for: those with room in their queue */
 static Datum
 sendable_targets(void)
 {
@@ -426,7 +454,7 @@ sendable_targets(void)
 	{
 		OutboxTarget *target = lfirst(lc);
 
-		if (!target->open && secrets_usable())
+		if (has_room(target))
 			names[n++] = CStringGetTextDatum(target->name);
 	}
 	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
@@ -829,7 +857,6 @@ wait_for_key(Tracked *t)
 {
 	dlist_delete(&t->node);
 	t->target->queued--;
-	ready_count--;
 	outbox_key_wait(t->target->name, t->msg->key);
 	untrack(t);
 }
@@ -911,8 +938,14 @@ start_requests(void)
 			t = dlist_container(Tracked, node,
 								dlist_pop_head_node(&target->queue));
 			target->queued--;
-			ready_count--;
-			if (t->msg->key &&
+			if (target->overflowed && has_room(target))
+			{
+				/* Messages left in the table while the queue was full */
+				target->overflowed = false;
+				scan_wanted = true;
+				cursor_valid = false;
+			}
+				if (t->msg->key &&
 				(!t->gate_ok || outbox_key_busy(target->name, t->msg->key)))
 			{
 				/* Not first in its key after all: it waits in the table */
@@ -927,12 +960,6 @@ start_requests(void)
 }
 
 /* ---- the ring ---- */
-
-static int
-queue_limit(void)
-{
-	return Max(SCAN_BATCH, 4 * outbox_max_inflight);
-}
 
 /*
  * Move decoded messages from the ring to the ready queue, as far as there is
@@ -954,8 +981,6 @@ take_from_ring(StringInfo buf)
 		MemoryContext oldcxt;
 		OutboxMessage *msg;
 
-		if (ready_count >= queue_limit())
-			return;				/* ring not emptied: ring_covers stays */
 		if (!outbox_ring_get(buf))
 			break;
 		oldcxt = MemoryContextSwitchTo(message_context);
@@ -1174,7 +1199,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	if (n_outcomes > 0)
 		flush_outcomes();
 	if ((scan_wanted || cursor_valid) && n_outcomes == 0 &&
-		ready_count < outbox_max_inflight)
+		any_room())
 	{
 		if (!run_in_transaction(scan_table, "scan outbox.messages"))
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
@@ -1198,7 +1223,7 @@ next_timeout(void)
 		return EXTENSION_CHECK_MS;
 	if (n_outcomes > 0)
 		return ERROR_BACKOFF_MS;
-	if (cursor_valid && ready_count < outbox_max_inflight)
+	if (cursor_valid && any_room())
 		return 0;
 	if (probe != 0 && probe < next)
 		next = probe;

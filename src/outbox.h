@@ -196,6 +196,7 @@ typedef struct OutboxTarget
 	char		name[OUTBOX_TARGET_NAME_MAXLEN + 1];
 	dlist_head	queue;			/* messages ready to send */
 	int			queued;
+	bool		overflowed;		/* messages were left in the table */
 	int			inflight;
 	int			concurrency;	/* current limit, lowered when throttled */
 	int			failures;		/* consecutive failed attempts */
