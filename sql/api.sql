@@ -86,6 +86,37 @@ SELECT count(*) FROM pg_settings WHERE name = 'outbox.secrets';
 RESET ROLE;
 DROP ROLE outbox_nobody;
 
+-- a producer needs EXECUTE only: it queues without rights on the tables,
+-- and cannot read or change the messages, its own included
+CREATE ROLE outbox_producer;
+GRANT EXECUTE ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb),
+                          outbox_send(text, jsonb, text, text, text, jsonb, timestamptz)
+   TO outbox_producer;
+SET ROLE outbox_producer;
+SELECT outbox_queue('orders', '{"from": "producer"}', message_id => 'p-1') > 0 AS queued;
+SELECT outbox_send('orders', '{"from": "producer"}', message_id => 'p-2') > 0 AS sent;
+SELECT count(*) FROM outbox.messages;
+UPDATE outbox.messages SET state = 'delivered';
+SELECT outbox_redrive();
+-- a search_path of the caller's choosing changes nothing in the functions:
+-- here the caller's now() would make the message look due in 2000
+RESET ROLE;
+CREATE SCHEMA producer_tricks AUTHORIZATION outbox_producer;
+SET ROLE outbox_producer;
+CREATE FUNCTION producer_tricks.now() RETURNS timestamptz
+    LANGUAGE sql AS $$ SELECT '2000-01-01 00:00+00'::timestamptz $$;
+SET search_path = producer_tricks, pg_catalog, public;
+SELECT outbox_queue('orders', '{"from": "producer"}', message_id => 'p-3') > 0 AS queued;
+RESET search_path;
+RESET ROLE;
+SELECT message_id, payload, next_attempt_at > '2001-01-01' AS due_now_not_in_2000
+  FROM outbox.messages WHERE message_id LIKE 'p-%' ORDER BY message_id;
+DROP SCHEMA producer_tricks CASCADE;
+REVOKE ALL ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb),
+                       outbox_send(text, jsonb, text, text, text, jsonb, timestamptz)
+  FROM outbox_producer;
+DROP ROLE outbox_producer;
+
 -- DROP EXTENSION removes everything it created; CREATE starts afresh
 DROP EXTENSION outbox;
 SELECT count(*) FROM pg_namespace WHERE nspname = 'outbox';

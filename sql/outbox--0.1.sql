@@ -41,6 +41,11 @@ CREATE INDEX messages_key_idx ON outbox.messages (target, key, id)
 CREATE UNIQUE INDEX messages_message_id_idx ON outbox.messages (target, message_id)
     WHERE message_id IS NOT NULL;
 
+-- The functions run as the extension's owner, so that the roles that use
+-- them need no rights on the tables: producers can queue without being able
+-- to read or change anyone's messages.  A fixed search_path keeps callers'
+-- objects out of the functions' queries.
+
 CREATE FUNCTION outbox_queue(
     target text,
     payload jsonb,
@@ -50,7 +55,8 @@ CREATE FUNCTION outbox_queue(
     headers jsonb DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'outbox_queue'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb)
     IS 'Queue a webhook, delivered within milliseconds of COMMIT';
@@ -65,7 +71,8 @@ CREATE FUNCTION outbox_send(
     deliver_at timestamptz DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'outbox_send'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION outbox_send(text, jsonb, text, text, text, jsonb, timestamptz)
     IS 'Queue a webhook for the table-polled path, optionally at deliver_at';
@@ -73,7 +80,8 @@ COMMENT ON FUNCTION outbox_send(text, jsonb, text, text, text, jsonb, timestampt
 CREATE FUNCTION outbox_retry(id bigint)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'outbox_retry'
-LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION outbox_retry(bigint)
     IS 'Return one dead message to pending, with its attempts reset';
@@ -81,7 +89,8 @@ COMMENT ON FUNCTION outbox_retry(bigint)
 CREATE FUNCTION outbox_redrive(target text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'outbox_redrive'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION outbox_redrive(text)
     IS 'Return every dead message of a target (NULL: of all targets) to pending';

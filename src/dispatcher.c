@@ -1245,6 +1245,9 @@ outbox_dispatcher_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(outbox_database, NULL, 0);
 
+	/* Our queries run as superuser: no user's objects may shadow theirs */
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 	SpinLockAcquire(&outbox_shared->mutex);
 	outbox_shared->dispatcher_latch = MyLatch;
