@@ -15,7 +15,8 @@ OBJS = \
 	src/policy.o \
 	src/shmem.o \
 	src/signature.o \
-	src/sql.o
+	src/sql.o \
+	src/views.o
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 PGFILEDESC = "outbox - transactional outbox delivering webhooks"
 

@@ -72,6 +72,13 @@ SELECT count(*) AS still_dead FROM outbox.messages WHERE state = 'dead';
 -- circuits are closed and nothing is known yet
 SELECT target, url, circuit, consecutive_failures, last_error FROM outbox.targets;
 
+-- the monitoring views answer, with nothing to say, when the library is
+-- not preloaded (no workers, no shared memory)
+SELECT target, pending, retrying, dead, delivered_5min, circuit FROM outbox.status ORDER BY target;
+SELECT requests, inflight, stats_reset IS NULL AS no_stats FROM outbox.stats;
+SELECT count(*) AS workers FROM outbox.workers;
+SELECT outbox_stats_reset();
+
 -- functions are not executable by PUBLIC
 CREATE ROLE outbox_nobody;
 SET ROLE outbox_nobody;
@@ -79,6 +86,8 @@ SELECT outbox_queue('orders', '{}');
 SELECT outbox_send('orders', '{}');
 SELECT outbox_redrive();
 SELECT * FROM outbox.targets;
+SELECT * FROM outbox_stats();
+SELECT outbox_stats_reset();
 -- nor can they read the signing secrets
 SHOW outbox.secrets;
 SELECT current_setting('outbox.secrets');

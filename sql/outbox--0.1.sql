@@ -37,6 +37,13 @@ CREATE INDEX messages_due_idx ON outbox.messages (next_attempt_at, id)
 CREATE INDEX messages_key_idx ON outbox.messages (target, key, id)
     WHERE state = 'pending' AND key IS NOT NULL;
 
+-- outbox.status counts dead letters per target, and finds recently delivered
+-- messages, without reading the delivered history.
+CREATE INDEX messages_dead_idx ON outbox.messages (target)
+    WHERE state = 'dead';
+CREATE INDEX messages_delivered_idx ON outbox.messages (delivered_at)
+    WHERE state = 'delivered';
+
 -- Idempotent enqueue: one message per (target, message_id).
 CREATE UNIQUE INDEX messages_message_id_idx ON outbox.messages (target, message_id)
     WHERE message_id IS NOT NULL;
@@ -116,6 +123,88 @@ CREATE VIEW outbox.targets AS SELECT * FROM outbox.target_state();
 COMMENT ON VIEW outbox.targets
     IS 'Each configured target with its circuit breaker and delivery state';
 
+CREATE FUNCTION outbox_stats(
+    OUT requests bigint,
+    OUT responses_2xx bigint,
+    OUT responses_3xx bigint,
+    OUT responses_4xx bigint,
+    OUT responses_5xx bigint,
+    OUT transport_errors bigint,
+    OUT timeouts bigint,
+    OUT bytes_sent bigint,
+    OUT decoded_from_wal bigint,
+    OUT found_by_scan bigint,
+    OUT decoder_starts bigint,
+    OUT dispatcher_starts bigint,
+    OUT inflight bigint,
+    OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'outbox_stats'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION outbox_stats()
+    IS 'Live counters of the outbox workers since the last outbox_stats_reset()';
+
+CREATE FUNCTION outbox_stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'outbox_stats_reset'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE VIEW outbox.stats AS SELECT * FROM outbox_stats();
+
+COMMENT ON VIEW outbox.stats IS 'Live counters of the outbox workers';
+
+CREATE FUNCTION outbox.worker_state(
+    OUT worker text,
+    OUT pid integer,
+    OUT state text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'outbox_worker_state'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW outbox.workers AS
+SELECT w.worker, w.pid, w.state,
+       s.slot_name,
+       CASE WHEN s.restart_lsn IS NOT NULL AND NOT pg_is_in_recovery()
+            THEN pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint
+       END AS slot_retained_bytes,
+       CASE WHEN s.confirmed_flush_lsn IS NOT NULL AND NOT pg_is_in_recovery()
+            THEN pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
+       END AS slot_lag_bytes
+  FROM outbox.worker_state() w
+  LEFT JOIN pg_replication_slots s
+    ON w.worker = 'decoder'
+   AND s.slot_name = current_setting('outbox.slot_name', true);
+
+COMMENT ON VIEW outbox.workers
+    IS 'What each outbox worker is doing, and the WAL its slot holds';
+
+CREATE VIEW outbox.status AS
+SELECT t.target,
+       (SELECT count(*) FROM outbox.messages m
+         WHERE m.state = 'pending' AND m.target = t.target) AS pending,
+       (SELECT count(*) FROM outbox.messages m
+         WHERE m.state = 'pending' AND m.target = t.target AND m.attempts > 0) AS retrying,
+       (SELECT count(*) FROM outbox.messages m
+         WHERE m.state = 'dead' AND m.target = t.target) AS dead,
+       (SELECT count(*) FROM outbox.messages m
+         WHERE m.state = 'delivered' AND m.target = t.target
+           AND m.delivered_at > now() - interval '5 minutes') AS delivered_5min,
+       (SELECT now() - min(m.created_at) FROM outbox.messages m
+         WHERE m.state = 'pending' AND m.target = t.target) AS oldest_pending_age,
+       t.last_success_at,
+       t.last_failure_at,
+       t.last_error,
+       t.circuit
+  FROM outbox.targets t;
+
+COMMENT ON VIEW outbox.status
+    IS 'Per target: pending, retrying and dead messages, deliveries in the last 5 minutes, the oldest pending message';
+
+REVOKE ALL ON FUNCTION outbox_stats() FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox_stats_reset() FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox.worker_state() FROM PUBLIC;
+REVOKE ALL ON outbox.stats, outbox.workers, outbox.status FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox_retry(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox_redrive(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox.target_state() FROM PUBLIC;

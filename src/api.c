@@ -2,8 +2,7 @@
  *
  * api.c
  *	  SQL-callable functions: outbox_queue and outbox_send to enqueue,
- *	  outbox_retry and outbox_redrive for dead letters, and the targets'
- *	  delivery state behind the outbox.targets view.
+ *	  outbox_retry and outbox_redrive for dead letters.
  *
  * The enqueue functions validate their arguments, insert one row into outbox.messages in the
  * caller's transaction, and arrange for the workers to be woken when that
@@ -19,7 +18,6 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -31,7 +29,6 @@ PG_FUNCTION_INFO_V1(outbox_queue);
 PG_FUNCTION_INFO_V1(outbox_send);
 PG_FUNCTION_INFO_V1(outbox_retry);
 PG_FUNCTION_INFO_V1(outbox_redrive);
-PG_FUNCTION_INFO_V1(outbox_target_state);
 
 /* Longest message_type, key or message_id, in bytes */
 #define OUTBOX_MAX_LABEL_LEN	1000
@@ -366,72 +363,4 @@ outbox_redrive(PG_FUNCTION_ARGS)
 								   REVIVE_SQL " AND ($1 IS NULL OR target = $1)",
 								   TEXTOID, PG_GETARG_DATUM(0),
 								   PG_ARGISNULL(0)));
-}
-
-static Datum
-timestamp_or_null(TimestampTz ts, bool *isnull)
-{
-	*isnull = (ts == 0);
-	return TimestampTzGetDatum(ts);
-}
-
-/*
- * outbox.target_state()
- *		One row per configured target: its URL and the dispatcher's view of
- *		it (circuit, concurrency, last success and failure).
- */
-Datum
-outbox_target_state(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	OutboxTargetStatus *status = NULL;
-	int			n_status = 0;
-
-	InitMaterializedSRF(fcinfo, 0);
-
-	if (outbox_shared != NULL)
-	{
-		LWLockAcquire(outbox_shared->status_lock, LW_SHARED);
-		n_status = outbox_shared->n_targets;
-		status = palloc(sizeof(OutboxTargetStatus) * Max(n_status, 1));
-		memcpy(status, outbox_shared->targets,
-			   sizeof(OutboxTargetStatus) * n_status);
-		LWLockRelease(outbox_shared->status_lock);
-	}
-
-	for (int i = 0; i < outbox_target_count(); i++)
-	{
-		const char *name = outbox_target_name(i);
-		OutboxTargetStatus *st = NULL;
-		Datum		values[11];
-		bool		nulls[11];
-
-		for (int j = 0; j < n_status; j++)
-			if (strcmp(status[j].name, name) == 0)
-				st = &status[j];
-
-		memset(nulls, 0, sizeof(nulls));
-		values[0] = CStringGetTextDatum(name);
-		values[1] = CStringGetTextDatum(outbox_target_url(name));
-		values[2] = CStringGetTextDatum(st && st->circuit_open ? "open" : "closed");
-		if (st == NULL)
-		{
-			for (int c = 3; c < 11; c++)
-				nulls[c] = true;
-		}
-		else
-		{
-			values[3] = timestamp_or_null(st->circuit_opened_at, &nulls[3]);
-			values[4] = Int32GetDatum(st->consecutive_failures);
-			values[5] = Int32GetDatum(st->concurrency);
-			values[6] = Int32GetDatum(st->inflight);
-			values[7] = timestamp_or_null(st->last_success_at, &nulls[7]);
-			values[8] = timestamp_or_null(st->last_failure_at, &nulls[8]);
-			values[9] = CStringGetTextDatum(st->last_error);
-			nulls[9] = (st->last_error[0] == '\0');
-			values[10] = timestamp_or_null(st->next_probe_at, &nulls[10]);
-		}
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	return (Datum) 0;
 }

@@ -55,6 +55,7 @@ decoder_detach(int code, Datum arg)
 	SpinLockAcquire(&outbox_shared->mutex);
 	outbox_shared->decoder_latch = NULL;
 	outbox_shared->decoder_streaming = false;
+	outbox_shared->decoder.pid = 0;
 	SpinLockRelease(&outbox_shared->mutex);
 }
 
@@ -132,6 +133,8 @@ wait_until_ready(void)
 	{
 		if (!extension_ready())
 		{
+			outbox_set_state(&outbox_shared->decoder,
+							 "waiting for CREATE EXTENSION outbox");
 			if (!logged_extension)
 				ereport(LOG,
 						(errmsg("outbox decoder is waiting for CREATE EXTENSION outbox in database \"%s\"",
@@ -142,6 +145,8 @@ wait_until_ready(void)
 		}
 		if (!plugin_library_allowed())
 		{
+			outbox_set_state(&outbox_shared->decoder,
+							 "misconfigured: output_plugin_libraries does not list outbox");
 			if (!logged_plugin)
 				ereport(LOG,
 						(errmsg("outbox decoder cannot decode WAL: library \"%s\" is not listed in output_plugin_libraries",
@@ -243,6 +248,7 @@ decoder_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 {
 	if (!outbox_ring_put(ctx->out->data, ctx->out->len))
 		ring_overflowed = true;
+	outbox_count(STAT_DECODED, 1);
 	if (++messages_since_wake >= DECODER_WAKE_EVERY)
 	{
 		messages_since_wake = 0;
@@ -285,6 +291,8 @@ decode_stream(MemoryContext context)
 
 	decoder_set_streaming(true);
 	pgstat_report_activity(STATE_RUNNING, "decoding");
+	outbox_set_state(&outbox_shared->decoder, "decoding slot \"%s\"",
+					 outbox_slot_name);
 
 	while (extension_ready())
 	{
@@ -357,8 +365,11 @@ outbox_decoder_main(Datum main_arg)
 	SpinLockRelease(&outbox_shared->mutex);
 
 	/* Neither can change without a restart: say so once and stay out. */
+	outbox_count(STAT_DECODER_STARTS, 1);
 	if (wal_level < WAL_LEVEL_LOGICAL || max_replication_slots < 1)
 	{
+		outbox_set_state(&outbox_shared->decoder,
+						 "stopped: needs wal_level = logical and max_replication_slots > 0");
 		ereport(LOG,
 				(errmsg("outbox decoder is not running: it needs wal_level = logical and max_replication_slots > 0"),
 				 errdetail("Messages are still delivered, found by table scans, but with more latency."),
@@ -374,6 +385,9 @@ outbox_decoder_main(Datum main_arg)
 
 		if (!acquire_slot())
 		{
+			outbox_set_state(&outbox_shared->decoder,
+							 "misconfigured: slot \"%s\" was not created by outbox",
+							 outbox_slot_name);
 			if (!logged_foreign_slot)
 				ereport(LOG,
 						(errmsg("outbox decoder cannot use replication slot \"%s\": it was not created by outbox in this database",

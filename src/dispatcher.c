@@ -203,10 +203,14 @@ secrets_usable(void)
 	if (outbox_target_secrets("", &keys, &problem))
 		return true;
 	if (!secrets_problem_reported)
+	{
+		outbox_set_state(&outbox_shared->dispatcher,
+						 "misconfigured: outbox.secrets: %s", problem);
 		ereport(LOG,
 				(errmsg("outbox.secrets cannot be used; messages wait until it is fixed"),
 				 errdetail("%s", problem),
 				 errhint("Write outbox.secrets as name=whsec_<base64 key> pairs, comma separated, and reload the configuration.")));
+	}
 	secrets_problem_reported = true;
 	return false;
 }
@@ -557,6 +561,7 @@ scan_table(void)
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;
 		track(message_from_row(tup, desc, &buf), scan_lsn, t);
+		outbox_count(STAT_SCANNED, 1);
 	}
 
 	if (nrows < SCAN_BATCH)
@@ -1107,6 +1112,8 @@ reload_configuration(void)
 	ProcessConfigFile(PGC_SIGHUP);
 	list_free_deep(reported_targets);
 	reported_targets = NIL;
+	if (secrets_problem_reported)
+		outbox_set_state(&outbox_shared->dispatcher, "delivering");
 	secrets_problem_reported = false;
 	outbox_targets_sync(forget_queue);
 	/* New targets may have messages waiting */
@@ -1140,6 +1147,7 @@ dispatcher_detach(int code, Datum arg)
 {
 	SpinLockAcquire(&outbox_shared->mutex);
 	outbox_shared->dispatcher_latch = NULL;
+	outbox_shared->dispatcher.pid = 0;
 	SpinLockRelease(&outbox_shared->mutex);
 }
 
@@ -1161,6 +1169,8 @@ check_extension(bool scan_requested)
 	next_check = TimestampTzPlusMilliseconds(now, EXTENSION_CHECK_MS);
 	if (!extension_ready)
 	{
+		outbox_set_state(&outbox_shared->dispatcher,
+						 "waiting for CREATE EXTENSION outbox");
 		if (!logged)
 			ereport(LOG,
 					(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
@@ -1169,6 +1179,7 @@ check_extension(bool scan_requested)
 		return;
 	}
 	logged = false;
+	outbox_set_state(&outbox_shared->dispatcher, "delivering");
 
 	/* The decoder waits for this news */
 	SpinLockAcquire(&outbox_shared->mutex);
@@ -1268,6 +1279,7 @@ outbox_dispatcher_main(Datum main_arg)
 	outcomes = MemoryContextAlloc(TopMemoryContext,
 								  sizeof(Outcome) * max_outcomes);
 	initStringInfo(&ringbuf);
+	outbox_count(STAT_DISPATCHER_STARTS, 1);
 	outbox_targets_sync(forget_queue);
 	outbox_http_init();
 

@@ -264,6 +264,8 @@ outbox_http_start(void *owner, const char *url, const char *body,
 		elog(ERROR, "could not start an HTTP request: %s",
 			 curl_multi_strerror(mrc));
 	inflight++;
+	outbox_count(STAT_REQUESTS, 1);
+	outbox_count(STAT_BYTES_SENT, body_len);
 }
 
 int
@@ -388,10 +390,15 @@ outbox_http_collect(OutboxHttpDone done)
 			strlcpy(result.error, req->status_line, sizeof(result.error));
 			result.retry_after_ms = req->retry_after_ms;
 			result.abort_message = req->abort_message;
+			if (result.status >= 200 && result.status < 600)
+				outbox_count(STAT_2XX + (result.status / 100 - 2), 1);
 		}
 		else
 		{
 			result.transport_error = true;
+			outbox_count(STAT_TRANSPORT_ERRORS, 1);
+			if (msg->data.result == CURLE_OPERATION_TIMEDOUT)
+				outbox_count(STAT_TIMEOUTS, 1);
 			if (msg->data.result == CURLE_WRITE_ERROR &&
 				req->received > MAX_RESPONSE_BYTES)
 				snprintf(result.error, sizeof(result.error),

@@ -12,6 +12,7 @@
  *	message.c		wire format of a decoded message, webhook ids, headers
  *	signature.c		Standard Webhooks signatures
  *	sql.c			saved SPI plans
+ *	views.c			functions behind the monitoring views
  *	plugin.c		the logical decoding output plugin
  *	decoder.c		decoder worker: owns the slot, decodes WAL, runs no SQL
  *	dispatcher.c	dispatcher worker: table scans, outcomes, event loop
@@ -29,6 +30,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "storage/lwlock.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "utils/jsonb.h"
@@ -71,6 +73,33 @@ extern bool outbox_target_secrets(const char *name, List **keys,
 
 /* ---- shmem.c ---- */
 
+/* Live counters, shown by outbox_stats() */
+typedef enum OutboxCounter
+{
+	STAT_REQUESTS,				/* HTTP requests sent */
+	STAT_2XX,
+	STAT_3XX,
+	STAT_4XX,
+	STAT_5XX,
+	STAT_TRANSPORT_ERRORS,		/* no HTTP response, timeouts included */
+	STAT_TIMEOUTS,
+	STAT_BYTES_SENT,			/* request bodies */
+	STAT_DECODED,				/* messages decoded from WAL */
+	STAT_SCANNED,				/* messages found by table scans */
+	STAT_DECODER_STARTS,
+	STAT_DISPATCHER_STARTS,
+	NUM_COUNTERS
+} OutboxCounter;
+
+#define OUTBOX_STATE_LEN	200
+
+/* What a worker is doing, for the outbox.workers view */
+typedef struct OutboxWorkerState
+{
+	pid_t		pid;			/* 0 if not running */
+	char		state[OUTBOX_STATE_LEN];
+} OutboxWorkerState;
+
 /* What SQL can see of a target's delivery state (the outbox.targets view) */
 typedef struct OutboxTargetStatus
 {
@@ -106,6 +135,14 @@ typedef struct OutboxShared
 	/* Every message committed before this LSN has been put in the ring */
 	XLogRecPtr	decoded_upto;
 
+	/* Counters, and when they were last reset */
+	pg_atomic_uint64 counters[NUM_COUNTERS];
+	TimestampTz stats_reset;
+
+	/* Set under mutex */
+	OutboxWorkerState decoder;
+	OutboxWorkerState dispatcher;
+
 	/* Published by the dispatcher under status_lock */
 	LWLock	   *status_lock;
 	int			n_targets;
@@ -125,6 +162,8 @@ extern void outbox_wake_dispatcher(bool scan);
 extern void outbox_wake_decoder(void);
 extern bool outbox_ring_put(const char *data, uint32 len);
 extern bool outbox_ring_get(StringInfo buf);
+extern void outbox_count(OutboxCounter counter, uint64 n);
+extern void outbox_set_state(OutboxWorkerState *worker, const char *fmt,...) pg_attribute_printf(2, 3);
 
 /* ---- message.c ---- */
 

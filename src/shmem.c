@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -47,6 +48,11 @@ outbox_shmem_startup(void)
 		outbox_shared->decoder_streaming = false;
 		outbox_shared->scan_requested = true;
 		outbox_shared->decoded_upto = InvalidXLogRecPtr;
+		for (int i = 0; i < NUM_COUNTERS; i++)
+			pg_atomic_init_u64(&outbox_shared->counters[i], 0);
+		outbox_shared->stats_reset = GetCurrentTimestamp();
+		memset(&outbox_shared->decoder, 0, sizeof(OutboxWorkerState));
+		memset(&outbox_shared->dispatcher, 0, sizeof(OutboxWorkerState));
 		outbox_shared->status_lock = &(GetNamedLWLockTranche("outbox"))->lock;
 		outbox_shared->n_targets = 0;
 		outbox_shared->ring_head = 0;
@@ -174,4 +180,29 @@ outbox_ring_get(StringInfo buf)
 	outbox_shared->ring_tail = tail + sizeof(uint32) + len;
 	SpinLockRelease(&outbox_shared->mutex);
 	return true;
+}
+
+void
+outbox_count(OutboxCounter counter, uint64 n)
+{
+	pg_atomic_fetch_add_u64(&outbox_shared->counters[counter], n);
+}
+
+/*
+ * Say what a worker is doing (pid 0 when it stops: see the exit callbacks).
+ */
+void
+outbox_set_state(OutboxWorkerState *worker, const char *fmt,...)
+{
+	char		buf[OUTBOX_STATE_LEN];
+	va_list		args;
+
+	va_start(args, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, args);
+	va_end(args);
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	worker->pid = MyProcPid;
+	memcpy(worker->state, buf, sizeof(buf));
+	SpinLockRelease(&outbox_shared->mutex);
 }
