@@ -68,6 +68,18 @@ UPDATE outbox.messages SET state = 'dead' WHERE state = 'pending';
 SELECT outbox_redrive() = count(*) AS all_redriven FROM outbox.messages;
 SELECT count(*) AS still_dead FROM outbox.messages WHERE state = 'dead';
 
+-- outbox_purge_dead removes dead messages older than the given age only
+UPDATE outbox.messages SET state = 'dead' WHERE message_id = 'inv-1';
+SELECT outbox_purge_dead('1 hour');
+SELECT outbox_purge_dead('0 seconds');
+SELECT count(*) AS dead_left FROM outbox.messages WHERE state = 'dead';
+
+-- outbox.attempts keeps one row per HTTP attempt
+SELECT attname, format_type(atttypid, atttypmod) AS type
+  FROM pg_attribute
+ WHERE attrelid = 'outbox.attempts'::regclass AND attnum > 0 AND NOT attisdropped
+ ORDER BY attnum;
+
 -- outbox.targets lists the configured targets; without the workers their
 -- circuits are closed and nothing is known yet
 SELECT target, url, circuit, consecutive_failures, last_error FROM outbox.targets;

@@ -28,6 +28,24 @@ CREATE TABLE outbox.messages (
 COMMENT ON TABLE outbox.messages IS 'One row per queued message; the source of truth for delivery';
 COMMENT ON COLUMN outbox.messages.via_wal IS 'Queued by outbox_queue: delivered through the WAL fast path';
 
+CREATE TABLE outbox.attempts (
+    message     bigint NOT NULL,
+    attempt     integer NOT NULL,
+    started_at  timestamptz NOT NULL,
+    duration    interval NOT NULL,
+    status      integer,
+    error       text
+);
+
+COMMENT ON TABLE outbox.attempts IS 'One row per HTTP attempt, kept for outbox.retention';
+COMMENT ON COLUMN outbox.attempts.message IS 'outbox.messages.id';
+COMMENT ON COLUMN outbox.attempts.status IS 'HTTP status; NULL for a transport error';
+COMMENT ON COLUMN outbox.attempts.error IS 'Why the attempt failed: HTTP status line or curl error';
+
+CREATE INDEX attempts_message_idx ON outbox.attempts (message);
+-- Rows arrive in time order, so a BRIN index finds old ones cheaply.
+CREATE INDEX attempts_started_idx ON outbox.attempts USING brin (started_at);
+
 -- The dispatcher finds due work through this index, and only pending rows
 -- are in it, so it stays small however many messages were delivered.
 CREATE INDEX messages_due_idx ON outbox.messages (next_attempt_at, id)
@@ -101,6 +119,15 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION outbox_redrive(text)
     IS 'Return every dead message of a target (NULL: of all targets) to pending';
+
+CREATE FUNCTION outbox_purge_dead(older_than interval)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_purge_dead'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION outbox_purge_dead(interval)
+    IS 'Delete dead messages queued longer ago than older_than';
 
 CREATE FUNCTION outbox.target_state(
     OUT target text,
@@ -207,6 +234,7 @@ REVOKE ALL ON FUNCTION outbox.worker_state() FROM PUBLIC;
 REVOKE ALL ON outbox.stats, outbox.workers, outbox.status FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox_retry(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox_redrive(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox_purge_dead(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox.target_state() FROM PUBLIC;
 REVOKE ALL ON outbox.targets FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb) FROM PUBLIC;

@@ -2,7 +2,7 @@
  *
  * api.c
  *	  SQL-callable functions: outbox_queue and outbox_send to enqueue,
- *	  outbox_retry and outbox_redrive for dead letters.
+ *	  outbox_retry, outbox_redrive and outbox_purge_dead for dead letters.
  *
  * The enqueue functions validate their arguments, insert one row into outbox.messages in the
  * caller's transaction, and arrange for the workers to be woken when that
@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(outbox_queue);
 PG_FUNCTION_INFO_V1(outbox_send);
 PG_FUNCTION_INFO_V1(outbox_retry);
 PG_FUNCTION_INFO_V1(outbox_redrive);
+PG_FUNCTION_INFO_V1(outbox_purge_dead);
 
 /* Longest message_type, key or message_id, in bytes */
 #define OUTBOX_MAX_LABEL_LEN	1000
@@ -42,6 +43,7 @@ static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr lookup_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr redrive_plan = NULL;
+static SPIPlanPtr purge_plan = NULL;
 
 static void
 outbox_xact_callback(XactEvent event, void *arg)
@@ -363,4 +365,27 @@ outbox_redrive(PG_FUNCTION_ARGS)
 								   REVIVE_SQL " AND ($1 IS NULL OR target = $1)",
 								   TEXTOID, PG_GETARG_DATUM(0),
 								   PG_ARGISNULL(0)));
+}
+
+/*
+ * outbox_purge_dead(older_than interval) RETURNS bigint
+ *		Delete dead messages queued longer ago than older_than; returns how
+ *		many.
+ */
+Datum
+outbox_purge_dead(PG_FUNCTION_ARGS)
+{
+	Oid			argtype = INTERVALOID;
+	Datum		arg = PG_GETARG_DATUM(0);
+	uint64		count;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	outbox_execute(&purge_plan,
+				   "DELETE FROM outbox.messages"
+				   " WHERE state = 'dead' AND created_at < now() - $1",
+				   1, &argtype, &arg, NULL, false, 0, SPI_OK_DELETE);
+	count = SPI_processed;
+	SPI_finish();
+	PG_RETURN_INT64((int64) count);
 }

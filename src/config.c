@@ -32,6 +32,7 @@ int			outbox_connect_timeout = 10 * 1000;
 int			outbox_max_inflight = 64;
 int			outbox_max_payload_size = 1024;
 int			outbox_circuit_failures = 5;
+int			outbox_retention = 7 * 24 * 3600;
 
 
 /*
@@ -446,6 +447,15 @@ outbox_define_gucs(void)
 							5, 1, 1000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox.retention",
+							"How long delivered messages and attempt history are kept.",
+							"Dead messages are kept until redriven or purged with outbox_purge_dead().",
+							&outbox_retention,
+							7 * 24 * 3600, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("outbox.max_payload_size",

@@ -60,6 +60,10 @@
 #define EXTENSION_CHECK_MS		1000
 /* Pause after a failed transaction before trying again */
 #define ERROR_BACKOFF_MS		1000
+/* Rows removed by one retention pass, and how often passes run */
+#define PRUNE_BATCH				1000
+#define PRUNE_INTERVAL_MS		10000
+#define PRUNE_AGAIN_MS			200
 /* Longest wait for in-flight requests at shutdown */
 #define SHUTDOWN_GRACE_MS		5000
 
@@ -77,6 +81,7 @@ typedef struct Tracked
 	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
 	bool		probe;			/* INFLIGHT as the probe of an open circuit */
 	bool		gate_ok;		/* QUEUED with a key: first in its key */
+	TimestampTz started_at;		/* INFLIGHT */
 	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */
 	OutboxTarget *target;		/* QUEUED and INFLIGHT */
 	OutboxMessage *msg;			/* QUEUED and INFLIGHT */
@@ -100,6 +105,9 @@ typedef struct Outcome
 	char	   *error;			/* NULL: none */
 	TimestampTz delivered_at;	/* 0: not delivered */
 	TimestampTz next_attempt_at;	/* 0: unchanged */
+	int32		attempt;		/* which attempt this was, 1-based */
+	TimestampTz started_at;
+	TimestampTz finished_at;
 } Outcome;
 
 static MemoryContext message_context;
@@ -131,6 +139,10 @@ static SPIPlanPtr scan_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr outcome_plan = NULL;
 static SPIPlanPtr probe_plan = NULL;
+static SPIPlanPtr prune_messages_plan = NULL;
+static SPIPlanPtr prune_attempts_plan = NULL;
+
+static TimestampTz next_prune_at = 0;
 
 /* Targets already reported as missing from outbox.targets */
 static List *reported_targets = NIL;
@@ -142,6 +154,8 @@ free_plans(void)
 	outbox_forget_plan(&next_due_plan);
 	outbox_forget_plan(&outcome_plan);
 	outbox_forget_plan(&probe_plan);
+	outbox_forget_plan(&prune_messages_plan);
+	outbox_forget_plan(&prune_attempts_plan);
 }
 
 static Datum
@@ -598,14 +612,18 @@ static void
 record_outcomes(void)
 {
 	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-	INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		values[7];
-	Datum	   *cols[7];
-	bool	   *nulls[7];
+		INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+	INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			elemtypes[] = {INT8OID, TEXTOID, INT4OID, INT4OID, TEXTOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID};
+	Datum		values[lengthof(types)];
+	Datum	   *cols[lengthof(types)];
+	bool	   *nulls[lengthof(types)];
 
 	if (n_outcomes == 0)
 		return;
-	for (int c = 0; c < 7; c++)
+	for (int c = 0; c < lengthof(types); c++)
 	{
 		cols[c] = palloc(sizeof(Datum) * n_outcomes);
 		nulls[c] = palloc0(sizeof(bool) * n_outcomes);
@@ -625,23 +643,30 @@ record_outcomes(void)
 		nulls[5][i] = (o->delivered_at == 0);
 		cols[6][i] = TimestampTzGetDatum(o->next_attempt_at);
 		nulls[6][i] = (o->next_attempt_at == 0);
+		cols[7][i] = Int32GetDatum(o->attempt);
+		cols[8][i] = TimestampTzGetDatum(o->started_at);
+		cols[9][i] = TimestampTzGetDatum(o->finished_at);
 	}
-	values[0] = make_array(cols[0], nulls[0], n_outcomes, INT8OID);
-	values[1] = make_array(cols[1], nulls[1], n_outcomes, TEXTOID);
-	values[2] = make_array(cols[2], nulls[2], n_outcomes, INT4OID);
-	values[3] = make_array(cols[3], nulls[3], n_outcomes, INT4OID);
-	values[4] = make_array(cols[4], nulls[4], n_outcomes, TEXTOID);
-	values[5] = make_array(cols[5], nulls[5], n_outcomes, TIMESTAMPTZOID);
-	values[6] = make_array(cols[6], nulls[6], n_outcomes, TIMESTAMPTZOID);
+	for (int c = 0; c < lengthof(types); c++)
+		values[c] = make_array(cols[c], nulls[c], n_outcomes, elemtypes[c]);
 
+	/* The messages' new state, and one outbox.attempts row per attempt */
 	outbox_execute(&outcome_plan,
+				   "WITH o AS ("
+				   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+				   "    AS o(id, state, attempts, status, error, delivered_at,"
+				   "         next_at, attempt, started_at, finished_at)),"
+				   " a AS ("
+				   "  INSERT INTO outbox.attempts"
+				   "    (message, attempt, started_at, duration, status, error)"
+				   "  SELECT id, attempt, started_at, finished_at - started_at,"
+				   "         status, error FROM o)"
 				   "UPDATE outbox.messages AS m"
 				   "   SET state = o.state, attempts = o.attempts,"
 				   "       last_status = o.status, last_error = o.error,"
 				   "       delivered_at = o.delivered_at,"
 				   "       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
-				   "  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
-				   "       AS o(id, state, attempts, status, error, delivered_at, next_at)"
+				   "  FROM o"
 				   " WHERE m.id = o.id AND m.state = 'pending'",
 				   lengthof(types), types, values, NULL, false, 0, SPI_OK_UPDATE);
 }
@@ -661,7 +686,7 @@ flush_outcomes(void)
 }
 
 static void
-add_outcome(int64 id, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
+add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 {
 	Outcome    *o;
 	bool		delivered = (strcmp(v->state, "delivered") == 0);
@@ -672,7 +697,10 @@ add_outcome(int64 id, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 		outcomes = repalloc(outcomes, sizeof(Outcome) * max_outcomes);
 	}
 	o = &outcomes[n_outcomes++];
-	o->id = id;
+	o->id = t->id;
+	o->attempt = t->msg->attempts + 1;
+	o->started_at = t->started_at;
+	o->finished_at = now;
 	o->state = v->state;
 	o->attempts = v->attempts;
 	o->status = r->transport_error ? 0 : (int32) r->status;
@@ -700,7 +728,7 @@ request_done(OutboxHttpResult *r)
 		free_tracked(t);
 		return;
 	}
-	add_outcome(t->id, &v, r, now);
+	add_outcome(t, &v, r, now);
 
 	if (t->msg->key && outbox_key_finished(target->name, t->msg->key))
 	{
@@ -830,6 +858,7 @@ start_request(Tracked *t, bool probe)
 							 VARSIZE(t->msg->payload));
 	t->state = TRACK_INFLIGHT;
 	t->probe = probe;
+	t->started_at = GetCurrentTimestamp();
 	MemoryContextSwitchTo(scratch_context);
 	headers = build_headers(t->msg, t->body);
 	MemoryContextSwitchTo(oldcxt);
@@ -1001,6 +1030,44 @@ take_from_ring(StringInfo buf)
 }
 
 /* ---- the loop ---- */
+
+/* ---- retention ---- */
+
+/*
+ * Remove one batch of delivered messages and of attempt rows older than
+ * outbox.retention.  Small batches in short transactions hold no long locks
+ * and let VACUUM reuse the space, so the tables level off.
+ */
+static void
+prune(void)
+{
+	Oid			types[] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(outbox_retention)};
+	uint64		removed;
+
+	outbox_execute(&prune_messages_plan,
+				   "DELETE FROM outbox.messages WHERE id IN ("
+				   "  SELECT id FROM outbox.messages"
+				   "   WHERE state = 'delivered'"
+				   "     AND delivered_at < now() - make_interval(secs => $1)"
+				   "   ORDER BY delivered_at LIMIT " CppAsString2(PRUNE_BATCH) ")",
+				   lengthof(types), types, values, NULL, false, 0,
+				   SPI_OK_DELETE);
+	removed = SPI_processed;
+	outbox_execute(&prune_attempts_plan,
+				   "DELETE FROM outbox.attempts WHERE ctid = ANY (ARRAY("
+				   "  SELECT ctid FROM outbox.attempts"
+				   "   WHERE started_at < now() - make_interval(secs => $1)"
+				   "   LIMIT " CppAsString2(PRUNE_BATCH) "))",
+				   lengthof(types), types, values, NULL, false, 0,
+				   SPI_OK_DELETE);
+	removed = Max(removed, SPI_processed);
+
+	/* A full batch means there is more: come back soon */
+	next_prune_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												removed == PRUNE_BATCH ?
+												PRUNE_AGAIN_MS : PRUNE_INTERVAL_MS);
+}
 
 /* ---- probes ---- */
 
@@ -1221,6 +1288,11 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		start_requests();
 		send_probes();
 	}
+	if (extension_ready && now >= next_prune_at)
+	{
+		if (!run_in_transaction(prune, "remove old delivered messages"))
+			next_prune_at = TimestampTzPlusMilliseconds(now, PRUNE_INTERVAL_MS);
+	}
 }
 
 /* How long to sleep: until a latch, a socket, curl's timer or due work */
@@ -1238,6 +1310,8 @@ next_timeout(void)
 		return 0;
 	if (probe != 0 && probe < next)
 		next = probe;
+	if (next_prune_at < next)
+		next = next_prune_at;
 	return Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next));
 }
 

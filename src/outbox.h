@@ -62,6 +62,7 @@ extern int	outbox_connect_timeout;		/* ms */
 extern int	outbox_max_inflight;
 extern int	outbox_max_payload_size;	/* kB */
 extern int	outbox_circuit_failures;
+extern int	outbox_retention;		/* s */
 
 extern void outbox_define_gucs(void);
 extern const char *outbox_target_url(const char *name);
