@@ -26,6 +26,10 @@ SELECT outbox_queue('orders', '{}', headers => '{"Content-Length": "0"}');
 SELECT outbox_queue('orders', '{}', headers => '{"x a": "b"}');
 SELECT outbox_queue('orders', '{}', headers => '{"x-a": "b\r\nX-Injected: 1"}');
 
+SELECT outbox_queue('orders', '{}',
+    headers => (SELECT jsonb_object_agg('x-h' || g, 'v') FROM generate_series(1, 101) g));
+SELECT outbox_queue('orders', '{}', headers => jsonb_build_object('x-big', repeat('v', 70000)));
+
 -- payloads over outbox.max_payload_size
 SET outbox.max_payload_size = '1kB';
 SELECT outbox_queue('orders', jsonb_build_object('blob', repeat('x', 2000)));

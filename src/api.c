@@ -33,6 +33,9 @@ PG_FUNCTION_INFO_V1(outbox_purge_dead);
 
 /* Longest message_type, key or message_id, in bytes */
 #define OUTBOX_MAX_LABEL_LEN	1000
+/* Most custom headers a message may carry, and their total size */
+#define OUTBOX_MAX_HEADERS		100
+#define OUTBOX_MAX_HEADERS_SIZE	(64 * 1024)
 
 /* What the current transaction has queued, for the commit callback */
 static bool xact_callback_registered = false;
@@ -154,6 +157,14 @@ check_headers(Jsonb *headers)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("headers must be a JSON object"),
 				 errhint("Pass an object of strings, such as '{\"x-tenant\": \"acme\"}', or NULL.")));
+	if (JB_ROOT_COUNT(headers) > OUTBOX_MAX_HEADERS ||
+		VARSIZE(headers) > OUTBOX_MAX_HEADERS_SIZE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("headers are too large (%u entries, %zu bytes)",
+						JB_ROOT_COUNT(headers), (size_t) VARSIZE(headers)),
+				 errdetail("The limit is %d entries and %d bytes.",
+						   OUTBOX_MAX_HEADERS, OUTBOX_MAX_HEADERS_SIZE)));
 	outbox_headers_walk(headers, check_header, NULL);
 }
 
