@@ -298,6 +298,30 @@ outbox_target_secrets(const char *name, List **keys, const char **problem)
 	return true;
 }
 
+/*
+ * On a reload the postmaster logs each changed setting with its new value,
+ * superuser-only or not.  Keep the secrets out of the log.
+ */
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static void
+hide_secrets(ErrorData *edata)
+{
+	if (edata->message_id &&
+		strcmp(edata->message_id, "parameter \"%s\" changed to \"%s\"") == 0 &&
+		edata->message && strstr(edata->message, "\"outbox.secrets\"") != NULL)
+		edata->message = pstrdup("parameter \"outbox.secrets\" changed (value not shown)");
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+void
+outbox_hide_secrets_in_log(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = hide_secrets;
+}
+
 static bool
 check_slot_name(char **newval, void **extra, GucSource source)
 {

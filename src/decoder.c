@@ -78,6 +78,18 @@ extension_ready(void)
 	return ready;
 }
 
+/* Has the dispatcher looked for the extension since the server started? */
+static bool
+extension_checked(void)
+{
+	bool		checked;
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	checked = outbox_shared->extension_checked;
+	SpinLockRelease(&outbox_shared->mutex);
+	return checked;
+}
+
 static void
 decoder_sleep(long timeout_ms)
 {
@@ -135,11 +147,13 @@ wait_until_ready(void)
 		{
 			outbox_set_state(&outbox_shared->decoder,
 							 "waiting for CREATE EXTENSION outbox");
-			if (!logged_extension)
+			if (!logged_extension && extension_checked())
+			{
 				ereport(LOG,
 						(errmsg("outbox decoder is waiting for CREATE EXTENSION outbox in database \"%s\"",
 								outbox_database)));
-			logged_extension = true;
+				logged_extension = true;
+			}
 			decoder_sleep(DECODER_RECHECK_MS);
 			continue;
 		}

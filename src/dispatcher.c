@@ -396,6 +396,7 @@ run_in_transaction(void (*fn) (void), const char *activity)
 		extension_ready = OidIsValid(oid);
 		SpinLockAcquire(&outbox_shared->mutex);
 		outbox_shared->extension_ready = extension_ready;
+		outbox_shared->extension_checked = true;
 		SpinLockRelease(&outbox_shared->mutex);
 
 		if (extension_ready)
@@ -787,8 +788,14 @@ add_custom_header(const char *name, int name_len, const JsonbValue *value,
 							  value->val.string.len) != NULL)
 		return;
 	resetStringInfo(hb->line);
-	appendStringInfo(hb->line, "%.*s: %.*s", name_len, name,
-					 value->val.string.len, value->val.string.val);
+	if (value->val.string.len == 0)
+	{
+		/* For libcurl "Name:" removes a header; "Name;" sends it empty */
+		appendStringInfo(hb->line, "%.*s;", name_len, name);
+	}
+	else
+		appendStringInfo(hb->line, "%.*s: %.*s", name_len, name,
+						 value->val.string.len, value->val.string.val);
 	hb->list = curl_slist_append(hb->list, hb->line->data);
 }
 
@@ -1234,21 +1241,24 @@ check_extension(bool scan_requested)
 		return;
 	run_in_transaction(noop, "check for the extension");
 	next_check = TimestampTzPlusMilliseconds(now, EXTENSION_CHECK_MS);
-	if (!extension_ready)
+	if (extension_ready)
+	{
+		logged = false;
+		outbox_set_state(&outbox_shared->dispatcher, "delivering");
+	}
+	else if (!logged)
 	{
 		outbox_set_state(&outbox_shared->dispatcher,
 						 "waiting for CREATE EXTENSION outbox");
-		if (!logged)
-			ereport(LOG,
-					(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
-							outbox_database)));
+		ereport(LOG,
+				(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
+						outbox_database)));
 		logged = true;
-		return;
 	}
-	logged = false;
-	outbox_set_state(&outbox_shared->dispatcher, "delivering");
+	else
+		return;
 
-	/* The decoder waits for this news */
+	/* The decoder waits for this news, good or bad */
 	SpinLockAcquire(&outbox_shared->mutex);
 	decoder = outbox_shared->decoder_latch;
 	SpinLockRelease(&outbox_shared->mutex);

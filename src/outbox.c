@@ -69,6 +69,7 @@ void
 _PG_init(void)
 {
 	outbox_define_gucs();
+	outbox_hide_secrets_in_log();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

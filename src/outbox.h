@@ -71,6 +71,7 @@ extern const char *outbox_target_name(int i);
 extern char *outbox_target_list(void);
 extern bool outbox_target_secrets(const char *name, List **keys,
 								  const char **problem);
+extern void outbox_hide_secrets_in_log(void);
 
 /* ---- shmem.c ---- */
 
@@ -126,6 +127,7 @@ typedef struct OutboxShared
 
 	/* Set by the dispatcher once CREATE EXTENSION outbox has run */
 	bool		extension_ready;
+	bool		extension_checked;	/* the dispatcher has looked at least once */
 
 	/* True while the decoder feeds the ring from a decoding context */
 	bool		decoder_streaming;

@@ -45,6 +45,7 @@ outbox_shmem_startup(void)
 		outbox_shared->decoder_latch = NULL;
 		outbox_shared->dispatcher_latch = NULL;
 		outbox_shared->extension_ready = false;
+		outbox_shared->extension_checked = false;
 		outbox_shared->decoder_streaming = false;
 		outbox_shared->scan_requested = true;
 		outbox_shared->decoded_upto = InvalidXLogRecPtr;
