@@ -39,6 +39,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -106,6 +107,7 @@ typedef struct Outcome
 	TimestampTz delivered_at;	/* 0: not delivered */
 	TimestampTz next_attempt_at;	/* 0: unchanged */
 	int32		attempt;		/* which attempt this was, 1-based */
+	bool		keyed;			/* the message has a key */
 	TimestampTz started_at;
 	TimestampTz finished_at;
 } Outcome;
@@ -513,7 +515,7 @@ message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
 	resetStringInfo(buf);
 	outbox_message_encode(buf,
 						  DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-						  InvalidXLogRecPtr,
+						  InvalidXLogRecPtr, InvalidTransactionId,
 						  DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)),
 						  text_or_null(tup, desc, 2),
 						  text_or_null(tup, desc, 3),
@@ -624,6 +626,16 @@ record_outcomes(void)
 
 	if (n_outcomes == 0)
 		return;
+
+	/*
+	 * Outcomes are committed asynchronously (see outbox_dispatcher_main),
+	 * except those that let the next message of a key go: a crash must not
+	 * make message n pending again after message n+1 was sent.
+	 */
+	for (int i = 0; i < n_outcomes; i++)
+		if (outcomes[i].keyed)
+			ForceSyncCommit();
+
 	for (int c = 0; c < lengthof(types); c++)
 	{
 		cols[c] = palloc(sizeof(Datum) * n_outcomes);
@@ -700,6 +712,7 @@ add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 	o = &outcomes[n_outcomes++];
 	o->id = t->id;
 	o->attempt = t->msg->attempts + 1;
+	o->keyed = (t->msg->key != NULL);
 	o->started_at = t->started_at;
 	o->finished_at = now;
 	o->state = v->state;
@@ -860,8 +873,10 @@ start_request(Tracked *t, bool probe)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(message_context);
 	struct curl_slist *headers;
+	StringInfoData body;
 
-	t->body = JsonbToCString(NULL, &t->msg->payload->root,
+	initStringInfo(&body);
+	t->body = JsonbToCString(&body, &t->msg->payload->root,
 							 VARSIZE(t->msg->payload));
 	t->state = TRACK_INFLIGHT;
 	t->probe = probe;
@@ -875,6 +890,31 @@ start_request(Tracked *t, bool probe)
 	outbox_target_sent(t->target, probe);
 	if (t->msg->key)
 		outbox_key_started(t->target->name, t->msg->key);
+}
+
+/* ---- commit visibility ---- */
+
+/* Some message waits for its transaction to become visible */
+static bool awaiting_commit = false;
+
+/*
+ * Has the transaction that queued msg become visible to others?  The decoder
+ * hands a transaction over once its commit record is flushed, which can be
+ * a moment before the committing backend leaves the proc array; a message
+ * sent in that moment would get an outcome that no UPDATE could see.
+ */
+static bool
+committed_visibly(OutboxMessage *msg)
+{
+	if (!TransactionIdIsValid(msg->xid))
+		return true;
+	if (TransactionIdIsInProgress(msg->xid))
+	{
+		awaiting_commit = true;
+		return false;
+	}
+	msg->xid = InvalidTransactionId;
+	return true;
 }
 
 /* ---- per-key order ---- */
@@ -922,7 +962,7 @@ gate_keyed_messages(void)
 		{
 			Tracked    *t = dlist_container(Tracked, node, iter.cur);
 
-			if (t->msg->key == NULL || t->gate_ok)
+			if (t->msg->key == NULL || t->gate_ok || !committed_visibly(t->msg))
 				continue;
 			if (outbox_key_busy(target->name, t->msg->key))
 				wait_for_key(t);
@@ -977,7 +1017,10 @@ start_requests(void)
 				target->inflight >= outbox_target_limit(target))
 				continue;
 			t = dlist_container(Tracked, node,
-								dlist_pop_head_node(&target->queue));
+								dlist_head_node(&target->queue));
+			if (!committed_visibly(t->msg))
+				continue;		/* a moment more: see committed_visibly() */
+			dlist_delete(&t->node);
 			target->queued--;
 			if (target->overflowed && has_room(target))
 			{
@@ -1292,6 +1335,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		if (!run_in_transaction(scan_table, "scan outbox.messages"))
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
 	}
+	awaiting_commit = false;
 	if (extension_ready)
 	{
 		gate_keyed_messages();
@@ -1309,20 +1353,30 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 static long
 next_timeout(void)
 {
-	TimestampTz next = next_scan_at;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next;
 	TimestampTz probe = next_probe_at();
 
 	if (!extension_ready)
 		return EXTENSION_CHECK_MS;
 	if (n_outcomes > 0)
 		return ERROR_BACKOFF_MS;
+	if (awaiting_commit)
+		return 1;
 	if (cursor_valid && any_room())
 		return 0;
+
+	/*
+	 * A scan is only useful for a target with room in its queue; when none
+	 * has, a request finishing makes room and wakes us anyway.
+	 */
+	next = any_room() ? next_scan_at :
+		TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
 	if (probe != 0 && probe < next)
 		next = probe;
 	if (next_prune_at < next)
 		next = next_prune_at;
-	return Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next));
+	return Max(0, TimestampDifferenceMilliseconds(now, next));
 }
 
 void
@@ -1342,6 +1396,13 @@ outbox_dispatcher_main(Datum main_arg)
 
 	/* Our queries run as superuser: no user's objects may shadow theirs */
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * An outcome lost in a crash only means the message is sent again,
+	 * which at-least-once delivery allows: do not make producers share the
+	 * WAL flushes with our bookkeeping.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 	SpinLockAcquire(&outbox_shared->mutex);

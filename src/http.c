@@ -231,8 +231,21 @@ outbox_http_start(void *owner, const char *url, const char *body,
 	CURL	   *easy = curl_easy_init();
 	CURLMcode	mrc;
 
+	static long maxconnects = 0;
+
 	if (easy == NULL)
 		elog(ERROR, "could not create a libcurl easy handle");
+
+	/*
+	 * Keep as many idle connections as requests can be in flight: curl's
+	 * default follows the number of transfers, so connections would be
+	 * closed between bursts and opened again.
+	 */
+	if (maxconnects != outbox_max_inflight)
+	{
+		maxconnects = outbox_max_inflight;
+		curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, maxconnects);
+	}
 	req->easy = easy;
 	req->owner = owner;
 	req->retry_after_ms = -1;

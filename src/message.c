@@ -8,7 +8,8 @@
  * an OutboxMessage.  Messages found by a table scan are encoded the same way,
  * so the dispatcher has a single representation.
  *
- * Layout: id (int64), commit LSN (uint64), attempts (int32), then target,
+ * Layout: id (int64), commit LSN (uint64), xid (uint32), attempts (int32),
+ * then target,
  * message_id, message_type, key as (int32 length incl. NUL, or -1 for NULL)
  * followed by the bytes, then headers and payload as (int32 length or -1)
  * followed by the jsonb varlena, each starting at a MAXALIGN'd offset so
@@ -60,13 +61,14 @@ put_jsonb(StringInfo out, Jsonb *j)
 
 void
 outbox_message_encode(StringInfo out, int64 id, XLogRecPtr lsn,
-					  int32 attempts, const char *target,
+					  TransactionId xid, int32 attempts, const char *target,
 					  const char *message_id, const char *message_type,
 					  const char *key, Jsonb *headers, Jsonb *payload)
 {
 	Assert(out->len == 0);
 	appendBinaryStringInfo(out, (char *) &id, sizeof(id));
 	appendBinaryStringInfo(out, (char *) &lsn, sizeof(lsn));
+	put_int32(out, (int32) xid);
 	put_int32(out, attempts);
 	put_string(out, target);
 	put_string(out, message_id);
@@ -123,6 +125,7 @@ outbox_message_decode(const char *buf, uint32 len)
 	pos += sizeof(int64);
 	memcpy(&msg->commit_lsn, msg->data + pos, sizeof(XLogRecPtr));
 	pos += sizeof(XLogRecPtr);
+	msg->xid = (TransactionId) get_int32(msg->data, &pos, len);
 	msg->attempts = get_int32(msg->data, &pos, len);
 	msg->target = get_bytes(msg->data, &pos, len, false);
 	msg->message_id = get_bytes(msg->data, &pos, len, false);

@@ -178,6 +178,7 @@ typedef struct OutboxMessage
 {
 	int64		id;
 	XLogRecPtr	commit_lsn;		/* from WAL; InvalidXLogRecPtr from a scan */
+	TransactionId xid;			/* from WAL, until seen committed; else invalid */
 	int32		attempts;		/* attempts already made */
 	char	   *target;
 	char	   *message_id;		/* may be NULL */
@@ -189,7 +190,8 @@ typedef struct OutboxMessage
 } OutboxMessage;
 
 extern void outbox_message_encode(StringInfo out, int64 id, XLogRecPtr lsn,
-								  int32 attempts, const char *target,
+								  TransactionId xid, int32 attempts,
+								  const char *target,
 								  const char *message_id,
 								  const char *message_type, const char *key,
 								  Jsonb *headers, Jsonb *payload);

@@ -193,8 +193,8 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		goto done;
 
 	resetStringInfo(&state->buf);
-	outbox_message_encode(&state->buf, DatumGetInt64(id), txn->end_lsn, 0,
-						  target,
+	outbox_message_encode(&state->buf, DatumGetInt64(id), txn->end_lsn,
+						  txn->xid, 0, target,
 						  column_text(state, tuple, desc, COL_MESSAGE_ID),
 						  column_text(state, tuple, desc, COL_MESSAGE_TYPE),
 						  column_text(state, tuple, desc, COL_KEY),
