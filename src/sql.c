@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 
 #include "outbox.h"
 
@@ -17,10 +18,16 @@
  * cache replans it after DROP/CREATE EXTENSION, since it holds the query's
  * text, not the old table's identity.
  */
+/*
+ * The plans are used many times with different arguments that do not
+ * change the best plan (arrays of ids, a target name), so they are planned
+ * once: a custom plan per execution would cost more than the execution.
+ */
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s",

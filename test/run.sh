@@ -33,6 +33,19 @@ if [[ -z ${OUTBOX_SKIP_INSTALL:-} ]]; then
     fi
 fi
 
+# The benchmark in its quick mode: it must work (no message lost, nothing
+# broken); its timings are printed, never judged.  It runs first so that the
+# test runners' summaries close the output.  OUTBOX_SKIP_BENCH=1 skips it,
+# and so does running a subset of the tests.
+bench_status=0
+if [[ -z ${OUTBOX_SKIP_BENCH:-} && -z ${PROVE_TESTS:-} ]]; then
+    echo "== benchmark (bench/run.sh --quick) =="
+    OUTBOX_SKIP_INSTALL=1 bash bench/run.sh --quick || bench_status=$?
+    if [[ $bench_status -ne 0 ]]; then
+        echo "== benchmark FAILED (exit $bench_status) =="
+    fi
+fi
+
 # The tests run as an unprivileged user in a scratch copy of the tree.
 if [[ $(id -u) -eq 0 ]]; then
     run_user=postgres
@@ -65,5 +78,8 @@ if [[ $status -eq 0 && -z ${OUTBOX_KEEP:-} ]]; then
     rm -rf "$work"
 else
     echo "(scratch directory kept: $work)"
+fi
+if [[ $status -eq 0 ]]; then
+    status=$bench_status
 fi
 exit $status
