@@ -271,7 +271,8 @@ decoder_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 }
 
 /*
- * Tell the dispatcher how far the ring is complete, and wake it.
+ * Tell the dispatcher how far the ring is complete, and wake it if there is
+ * something for it: WAL without messages is no reason to disturb it.
  */
 static void
 publish_progress(XLogRecPtr upto)
@@ -281,9 +282,10 @@ publish_progress(XLogRecPtr upto)
 	if (ring_overflowed)
 		outbox_shared->scan_requested = true;
 	SpinLockRelease(&outbox_shared->mutex);
+	if (messages_since_wake > 0 || ring_overflowed)
+		outbox_wake_dispatcher(false);
 	ring_overflowed = false;
 	messages_since_wake = 0;
-	outbox_wake_dispatcher(false);
 }
 
 /*
