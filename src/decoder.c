@@ -49,6 +49,13 @@
 static bool ring_overflowed = false;
 static int	messages_since_wake = 0;
 
+/*
+ * A decoder that restarts (after an ERROR) decodes again from the slot's
+ * last saved position; what its predecessor already put in the ring up to
+ * this position is not put there twice.
+ */
+static XLogRecPtr already_decoded = InvalidXLogRecPtr;
+
 static void
 decoder_detach(int code, Datum arg)
 {
@@ -260,6 +267,12 @@ static void
 decoder_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 			  TransactionId xid, bool last_write)
 {
+	XLogRecPtr	commit_lsn;
+
+	/* The commit LSN follows the id in the message (see message.c) */
+	memcpy(&commit_lsn, ctx->out->data + sizeof(int64), sizeof(XLogRecPtr));
+	if (commit_lsn <= already_decoded)
+		return;
 	if (!outbox_ring_put(ctx->out->data, ctx->out->len))
 		ring_overflowed = true;
 	outbox_count(STAT_DECODED, 1);
@@ -298,6 +311,10 @@ decode_stream(MemoryContext context)
 	LogicalDecodingContext *ctx;
 	MemoryContext oldcxt;
 	TimestampTz last_save = GetCurrentTimestamp();
+
+	SpinLockAcquire(&outbox_shared->mutex);
+	already_decoded = outbox_shared->decoded_upto;
+	SpinLockRelease(&outbox_shared->mutex);
 
 	oldcxt = MemoryContextSwitchTo(context);
 	ctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, page_reader(),

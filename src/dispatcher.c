@@ -120,6 +120,13 @@ static MemoryContext scratch_context;	/* reset after each use */
  * carry has been taken from the ring already.
  */
 static XLogRecPtr ring_covers = InvalidXLogRecPtr;
+
+/*
+ * Messages committed before the dispatcher started are found by its first
+ * scan; copies of them that the decoder hands over again (it replays from
+ * the slot's last saved position after a crash) are not sent again.
+ */
+static XLogRecPtr started_at_lsn = InvalidXLogRecPtr;
 static HTAB *tracked;
 static dlist_head done_list = DLIST_STATIC_INIT(done_list);
 
@@ -1070,8 +1077,8 @@ take_from_ring(StringInfo buf)
 		oldcxt = MemoryContextSwitchTo(message_context);
 		msg = outbox_message_decode(buf->data, buf->len);
 		MemoryContextSwitchTo(oldcxt);
-		if (find_tracked(msg->id) != NULL)
-			outbox_message_free(msg);	/* already held, or just sent */
+		if (find_tracked(msg->id) != NULL || msg->commit_lsn < started_at_lsn)
+			outbox_message_free(msg);	/* held, just sent, or for the scan */
 		else
 			track(msg, InvalidXLogRecPtr, NULL);
 	}
@@ -1425,6 +1432,7 @@ outbox_dispatcher_main(Datum main_arg)
 								  sizeof(Outcome) * max_outcomes);
 	initStringInfo(&ringbuf);
 	outbox_count(STAT_DISPATCHER_STARTS, 1);
+	started_at_lsn = GetXLogInsertRecPtr();
 	outbox_targets_sync(forget_queue);
 	outbox_http_init();
 

@@ -165,7 +165,7 @@ parse_retry_after(const char *value)
 	when = curl_getdate(value, NULL);
 	if (when == -1)
 		return -1;
-	return Max(0, (int64) (when - time(NULL)) * 1000);
+	return Max(0, (time_t_to_timestamptz(when) - GetCurrentTimestamp()) / 1000);
 }
 
 /* If line is "name: value", copy the trimmed value into buf and say so */

@@ -267,9 +267,15 @@ outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
 		v->state = "delivered";
 	else if (was_open)
 	{
-		/* Sent while the circuit was open (a probe): spends no attempt */
+		/*
+		 * Sent while the circuit was open (a probe): spends no attempt.  It
+		 * goes to the back until the next probe, so that the next probe
+		 * tries another message: one bad message must not keep its target
+		 * closed to all the others.
+		 */
 		v->state = "pending";
 		v->attempts = attempts;
+		v->next_attempt_at = Max(target->probe_at, now + 1000);
 	}
 	else if (v->attempts >= outbox_max_attempts && !target->open)
 		v->state = "dead";

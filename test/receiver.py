@@ -6,11 +6,22 @@ keeps connections alive (HTTP/1.1), reads each request body by its
 Content-Length (or chunked encoding), and answers with a short body.
 
 Every request can be appended to a JSON-lines log file, one object per line,
-flushed at once, *before* the response is sent:
+flushed at once when the request has been read, *before* any --delay and
+before the response is sent (so a request in flight is already in the log):
 
-    {"t": <epoch seconds, float>, "method": "POST", "path": "/hooks/orders",
+    {"t": <arrival, epoch seconds, float>, "method": "POST",
+     "path": "/hooks/orders",
      "headers": {"<lower-case name>": "<value>", ...}, "body": "<text>",
-     "status": <status answered>, "peer": "<client ip:port>"}
+     "status": <status to be answered, 0 for a drop>,
+     "n": <1 for the first request with this webhook-id, 2, ...>,
+     "peer": "<client ip:port>"}
+
+With --answer-log FILE, one more line per request goes to FILE once the
+answer was written (or failed, or was dropped):
+
+    {"t": <arrival>, "t_done": <epoch seconds after the answer>,
+     "webhook-id": "<id or empty>", "status": <status, 0 for a drop>,
+     "sent": <true if the whole response was written to the socket>}
 
 Options:
     --port N            port to listen on (required)
@@ -18,11 +29,22 @@ Options:
     --status CODE       status to answer (default 200)
     --fail-first N      answer 500 to the first N requests of each distinct
                         webhook-id, then the normal status
+    --fail-rate P       answer 500 to a random fraction P (0..1) of all
+                        requests (on top of --fail-first / --control)
     --delay SECONDS     sleep before answering
+    --header "N: V"     add a response header (repeatable)
     --control FILE      if FILE exists, it is re-read on every request; it
                         holds JSON such as {"status": 503, "delay": 0.5}
                         that overrides --status / --delay.  {"drop": true}
                         closes the connection without answering.
+                        {"headers": {"Retry-After": "2"}} adds response
+                        headers.  {"by_id": {"<webhook-id>": RULE, "*": RULE}}
+                        overrides the above per webhook-id ("*": any id not
+                        listed); RULE is an object with any of status,
+                        delay, drop, headers, or a list of such objects:
+                        the n-th request of that id uses the n-th entry
+                        (the last one repeats).
+    --answer-log FILE   append one JSON line per answer to FILE (see above)
     --max-seconds S     exit by itself after S seconds (default 900)
     --print             print a one-line human summary of each request
                         to stdout
@@ -35,7 +57,10 @@ listening it prints "ready <port>" to stdout (with --print, a
 import argparse
 import json
 import os
+import random
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -52,26 +77,47 @@ class State:
         self.log_file = None
         if args.log:
             self.log_file = open(args.log, "a", encoding="utf-8")
+        self.answer_file = None
+        if args.answer_log:
+            self.answer_file = open(args.answer_log, "a", encoding="utf-8")
 
-    def control(self):
-        """Return (status, delay, drop) for the next answer."""
+    def control(self, webhook_id="", n=1):
+        """Return (status, delay, drop, headers) for the n-th request of
+        this webhook-id."""
         status = self.args.status
         delay = self.args.delay
         drop = False
+        headers = dict(self.args.header_dict)
         path = self.args.control
+        ctl = None
         if path and os.path.exists(path):
             try:
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
                 if text.strip():
                     ctl = json.loads(text)
-                    status = int(ctl.get("status", status))
-                    delay = float(ctl.get("delay", delay))
-                    drop = bool(ctl.get("drop", False))
             except (OSError, ValueError) as e:
                 sys.stderr.write("receiver: ignoring control file %s: %s\n"
                                  % (path, e))
-        return status, delay, drop
+        rules = [ctl] if isinstance(ctl, dict) else []
+        by_id = ctl.get("by_id") if isinstance(ctl, dict) else None
+        if isinstance(by_id, dict):
+            rule = by_id.get(webhook_id, by_id.get("*"))
+            if isinstance(rule, list):
+                rule = rule[min(n, len(rule)) - 1] if rule else None
+            if isinstance(rule, dict):
+                rules.append(rule)
+        for rule in rules:
+            try:
+                status = int(rule.get("status", status))
+                delay = float(rule.get("delay", delay))
+                drop = bool(rule.get("drop", drop))
+                headers.update({str(k): str(v) for k, v in
+                                (rule.get("headers") or {}).items()})
+            except (TypeError, ValueError, AttributeError) as e:
+                sys.stderr.write("receiver: ignoring control rule %r: %s\n"
+                                 % (rule, e))
+        return status, delay, drop, headers
 
     def count_attempt(self, webhook_id):
         """Count one more request for this webhook-id; return the count."""
@@ -80,13 +126,18 @@ class State:
             self.attempts_by_id[webhook_id] = n
             return n
 
-    def record(self, entry):
-        if self.log_file is None:
+    def record(self, entry, log_file=None):
+        log_file = log_file or self.log_file
+        if log_file is None:
             return
         line = json.dumps(entry, ensure_ascii=False, sort_keys=True)
         with self.lock:
-            self.log_file.write(line + "\n")
-            self.log_file.flush()
+            log_file.write(line + "\n")
+            log_file.flush()
+
+    def record_answer(self, entry):
+        if self.answer_file is not None:
+            self.record(entry, self.answer_file)
 
 
 def summary_line(entry):
@@ -118,6 +169,14 @@ def make_handler(state):
         def log_message(self, fmt, *args):  # quiet: no per-request stderr
             pass
 
+        def setup(self):
+            super().setup()
+            # The headers and the body of an answer are separate writes:
+            # without TCP_NODELAY the body waits for the client's delayed
+            # ACK, ~40 ms on every keep-alive request.
+            self.connection.setsockopt(socket.IPPROTO_TCP,
+                                       socket.TCP_NODELAY, 1)
+
         def read_body(self):
             te = (self.headers.get("Transfer-Encoding") or "").lower()
             if "chunked" in te:
@@ -140,6 +199,26 @@ def make_handler(state):
             length = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(length) if length > 0 else b""
 
+        def wait_unless_gone(self, seconds):
+            """Sleep, but stop early (returning False) once the client has
+            closed the connection, e.g. after its request timed out."""
+            deadline = time.monotonic() + seconds
+            sock = self.connection
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True
+                try:
+                    readable, _, _ = select.select([sock], [], [],
+                                                   min(left, 0.05))
+                    if readable and sock.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except (OSError, ValueError):
+                    return False
+                if readable:
+                    # a pipelined request is waiting: just sleep
+                    time.sleep(min(max(left, 0), 0.05))
+
         def handle_any(self):
             received = time.time()
             body = self.read_body()
@@ -149,11 +228,14 @@ def make_handler(state):
                 headers[key] = (headers[key] + ", " + value
                                 if key in headers else value)
 
-            status, delay, drop = state.control()
             webhook_id = headers.get("webhook-id", "")
+            n = state.count_attempt(webhook_id) if webhook_id else 1
+            status, delay, drop, reply_headers = state.control(webhook_id, n)
             if webhook_id and state.args.fail_first > 0:
-                if state.count_attempt(webhook_id) <= state.args.fail_first:
+                if n <= state.args.fail_first:
                     status = 500
+            if state.args.fail_rate > 0 and random.random() < state.args.fail_rate:
+                status = 500
 
             entry = {
                 "t": received,
@@ -162,6 +244,7 @@ def make_handler(state):
                 "headers": headers,
                 "body": body.decode("utf-8", errors="replace"),
                 "status": 0 if drop else status,
+                "n": n,
                 "peer": "%s:%s" % self.client_address[:2],
             }
             state.record(entry)
@@ -169,21 +252,40 @@ def make_handler(state):
                 sys.stdout.write(summary_line(entry) + "\n")
                 sys.stdout.flush()
 
-            if delay > 0:
-                time.sleep(delay)
+            answer = {"t": received, "webhook-id": webhook_id,
+                      "status": 0 if drop else status, "sent": False}
+            if delay > 0 and not self.wait_unless_gone(delay):
+                # the client closed the connection while we waited
+                self.close_connection = True
+                answer["error"] = "client closed the connection"
+                answer["t_done"] = time.time()
+                state.record_answer(answer)
+                return
             if drop:
                 self.close_connection = True
+                answer["t_done"] = time.time()
+                state.record_answer(answer)
                 return
 
             reply = json.dumps({"ok": 200 <= status < 300,
                                 "status": status}).encode() + b"\n"
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(reply)
-            self.wfile.flush()
+            try:
+                self.send_response(status)
+                for name, value in reply_headers.items():
+                    if name.lower() not in ("content-type", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(reply)
+                self.wfile.flush()
+                answer["sent"] = True
+            except OSError as e:    # the client went away (timeout, shutdown)
+                self.close_connection = True
+                answer["error"] = str(e)
+            answer["t_done"] = time.time()
+            state.record_answer(answer)
 
         do_POST = handle_any
         do_PUT = handle_any
@@ -213,11 +315,20 @@ def main():
     p.add_argument("--log")
     p.add_argument("--status", type=int, default=200)
     p.add_argument("--fail-first", type=int, default=0)
+    p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--control")
+    p.add_argument("--header", action="append", default=[])
+    p.add_argument("--answer-log")
     p.add_argument("--max-seconds", type=float, default=900.0)
     p.add_argument("--print", action="store_true")
     args = p.parse_args()
+    args.header_dict = {}
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            p.error("--header wants \"Name: value\", not %r" % h)
+        args.header_dict[name.strip()] = value.strip()
 
     parent_pid = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

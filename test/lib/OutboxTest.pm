@@ -16,12 +16,16 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use POSIX ();
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
   outbox_node free_port start_receiver stop_receiver receiver_url
   read_requests wait_for_requests requests_with_id poll_until body_json
   sql_epoch wait_seconds
+  set_control read_answers wait_for_answers log_position wait_for_log_line
+  http_date worker_pid cpu_seconds
+  start_producer wait_producer producer_ids
 );
 
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
@@ -44,6 +48,7 @@ sub _wait_limit
 }
 
 my @receivers;    # every receiver started, killed at END
+my @producers;    # IPC::Run handles of start_producer, killed at END
 my $receiver_seq = 0;
 
 =pod
@@ -110,13 +115,20 @@ sub free_port
 
 =pod
 
-=item start_receiver(name => $name, port => $port, args => [...])
+=item start_receiver(name => $name, port => $port, args => [...],
+  control => 1)
 
 Start test/receiver.py in the background on $port (a fresh free port when
 not given) and wait until it accepts connections.  Returns a hash:
-{ name, port, log, url => "http://127.0.0.1:PORT", handle }.
-The request log is tmp_check/log/<test>_receiver_<name>.jsonl; starting a
-receiver again with the same name appends to the same log.
+{ name, port, log, answers, control, url => "http://127.0.0.1:PORT",
+handle }.
+The request log is tmp_check/log/<test>_receiver_<name>.jsonl (one line per
+request, written on arrival, before the answer); the answer log
+tmp_check/log/<test>_receiver_<name>_answers.jsonl has one line per answer
+(see read_answers).  Starting a receiver again with the same name appends
+to the same logs.  With C<control =E<gt> 1> the receiver reads the control
+file $r->{control} (absent at first: the receiver answers as its args say);
+change it with set_control.
 
 =cut
 
@@ -128,12 +140,20 @@ sub start_receiver
 	my $test = basename($0);
 	$test =~ s/\.[^.]+$//;
 	my $log = "$PostgreSQL::Test::Utils::log_path/${test}_receiver_$name.jsonl";
+	my $answers =
+	  "$PostgreSQL::Test::Utils::log_path/${test}_receiver_${name}_answers.jsonl";
+	my $control =
+	  $opt{control}
+	  ? "$PostgreSQL::Test::Utils::tmp_check/${test}_control_$name.json"
+	  : undef;
 
 	my @cmd = (
 		$python, $receiver_script,
 		'--port' => $port,
 		'--log' => $log,
+		'--answer-log' => $answers,
 		'--max-seconds' => 900,
+		($control ? ('--control' => $control) : ()),
 		@{ $opt{args} || [] });
 	my ($out, $err) = ('', '');
 	my $h = IPC::Run::start(\@cmd, '<', \undef, '>', \$out, '2>', \$err);
@@ -141,6 +161,8 @@ sub start_receiver
 		name => $name,
 		port => $port,
 		log => $log,
+		answers => $answers,
+		control => $control,
 		url => "http://127.0.0.1:$port",
 		handle => $h,
 		out => \$out,
@@ -212,11 +234,92 @@ sub receiver_url
 
 =pod
 
+=item set_control($r_or_file, $data)
+
+Replace the receiver's control file atomically with $data (a hash or array
+reference, encoded as JSON, or a JSON string); with $data undef, remove it.
+Every request after this call is answered by the new rules, e.g.
+{ status => 429, headers => { 'Retry-After' => '2' } }, { delay => 30 },
+{ by_id => { 'm-1' => [ { status => 410 }, { status => 200 } ], '*' => {...} } }
+(see test/receiver.py).
+
+=cut
+
+sub set_control
+{
+	my ($r, $data) = @_;
+	my $file = ref $r eq 'HASH' ? $r->{control} : $r;
+	die "set_control: receiver $r->{name} was not started with control => 1"
+	  unless defined $file;
+	if (!defined $data)
+	{
+		unlink $file;
+		return;
+	}
+	my $json = ref $data ? JSON::PP->new->canonical->encode($data) : $data;
+	my $tmp = "$file.tmp$$";
+	open my $fh, '>', $tmp or die "set_control: cannot write $tmp: $!";
+	print $fh $json;
+	close $fh or die "set_control: cannot write $tmp: $!";
+	rename $tmp, $file or die "set_control: cannot rename $tmp: $!";
+	return;
+}
+
+=pod
+
+=item read_answers($r)
+
+The receiver's answers so far, one hash per request answered (or cut):
+{ t (arrival), t_done, 'webhook-id', status (0 for a drop), sent (true when
+the whole response was written to the connection), error }.
+
+=cut
+
+sub read_answers
+{
+	my ($r) = @_;
+	return read_requests($r->{answers});
+}
+
+=pod
+
+=item wait_for_answers($r, $n, $timeout, $filter)
+
+Like wait_for_requests, for the answer log: wait until at least $n answers
+(matching $filter, when given) are logged; returns them.
+
+=cut
+
+sub wait_for_answers
+{
+	my ($r, $n, $wait, $filter) = @_;
+	$wait = _wait_limit($wait);
+	my $deadline = time() + $wait;
+	my @answers;
+	while (1)
+	{
+		@answers = read_answers($r);
+		@answers = grep { $filter->($_) } @answers if $filter;
+		return @answers if @answers >= $n;
+		last if time() >= $deadline;
+		usleep(20_000);
+	}
+	$timed_out = 1;
+	diag "wait_for_answers: receiver $r->{name} has "
+	  . scalar(@answers) . " matching answer(s) of $n after ${wait}s";
+	return @answers;
+}
+
+=pod
+
 =item read_requests($r_or_logfile)
 
 All requests logged so far, as a list of hashes
-{ t, method, path, headers => { lower-case name => value }, body, status,
-peer }.  A partly written last line is ignored.
+{ t (arrival), method, path, headers => { lower-case name => value }, body,
+status (to be answered; 0 for a drop), n (1 for the first request with
+that webhook-id, 2, ...), peer }.  A request is logged on arrival, before
+it is answered (read_answers tells whether and when it was).  A partly
+written last line is ignored.
 
 =cut
 
@@ -331,6 +434,234 @@ sub poll_until
 
 =pod
 
+=item log_position($node)
+
+The current size of the server log, to pass to wait_for_log_line as the
+point after which a line must appear.
+
+=cut
+
+sub log_position
+{
+	my ($node) = @_;
+	return -s $node->logfile // 0;
+}
+
+=pod
+
+=item wait_for_log_line($node, $regexp, $offset, $timeout)
+
+Wait until the server log, from byte $offset on, matches $regexp; like
+$node->wait_for_log, but bounded by $timeout (default
+$OutboxTest::timeout) instead of the 180 s default.  Returns true when it
+matched.
+
+=cut
+
+sub wait_for_log_line
+{
+	my ($node, $re, $offset, $wait) = @_;
+	$wait = _wait_limit($wait);
+	$offset //= 0;
+	my $deadline = time() + $wait;
+	while (1)
+	{
+		my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
+		return 1 if $log =~ m/$re/;
+		last if time() >= $deadline;
+		usleep(50_000);
+	}
+	$timed_out = 1;
+	diag "wait_for_log_line: no match for $re after ${wait}s";
+	return 0;
+}
+
+=pod
+
+=item http_date($epoch)
+
+$epoch as an HTTP date (RFC 9110 IMF-fixdate), e.g. for Retry-After.
+
+=cut
+
+sub http_date
+{
+	my ($epoch) = @_;
+	my @d = gmtime(int($epoch));
+	my @wd = qw(Sun Mon Tue Wed Thu Fri Sat);
+	my @mon = qw(Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec);
+	return sprintf('%s, %02d %s %04d %02d:%02d:%02d GMT',
+		$wd[ $d[6] ], $d[3], $mon[ $d[4] ], $d[5] + 1900, @d[ 2, 1, 0 ]);
+}
+
+=pod
+
+=item worker_pid($node, $backend_type, not => $old_pid, timeout => $s)
+
+The pid of the process whose pg_stat_activity.backend_type is
+$backend_type ('outbox dispatcher', 'outbox decoder'), waiting for it to
+appear (and to differ from $old_pid, when given: a restarted worker).
+Works while the server restarts.  Returns undef after the timeout.
+
+=cut
+
+sub worker_pid
+{
+	my ($node, $type, %opt) = @_;
+	my $wait = _wait_limit($opt{timeout});
+	my $deadline = time() + $wait;
+	my $sql =
+	  "SELECT pid FROM pg_stat_activity WHERE backend_type = '$type'";
+	$sql .= " AND pid <> $opt{not}" if $opt{not};
+	while (1)
+	{
+		my ($stdout, $stderr) = ('', '');
+		$node->psql('postgres', $sql, stdout => \$stdout, stderr => \$stderr);
+		return 0 + $stdout if $stdout =~ /^\d+$/;
+		last if time() >= $deadline;
+		usleep(50_000);
+	}
+	$timed_out = 1;
+	diag "worker_pid: no '$type' process"
+	  . ($opt{not} ? " other than $opt{not}" : '') . " after ${wait}s";
+	return undef;
+}
+
+=pod
+
+=item cpu_seconds($pid)
+
+CPU time (user + system, seconds) used so far by process $pid, from
+/proc/$pid/stat; undef if it cannot be read.
+
+=cut
+
+sub cpu_seconds
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/stat" or return undef;
+	my $stat = <$fh>;
+	close $fh;
+	# the fields after "(comm)": state is field 3, utime 14, stime 15
+	$stat =~ s/^.*\)\s+// or return undef;
+	my @f = split /\s+/, $stat;
+	my $hz = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+	return ($f[11] + $f[12]) / $hz;
+}
+
+=pod
+
+=item start_producer($node, target => 'orders', batches => 300,
+  per_batch => 10, prefix => 'p', pause => 0, seconds => 120)
+
+Start, in the background, a producer that commits $batches transactions,
+each queuing $per_batch messages with outbox_queue to $target, whose
+message_ids are "$prefix-<batch>-<n>" (see producer_ids).  It keeps going
+through crashes and restarts of the server: when its psql loses the
+connection it reconnects (every 0.2 s) and runs the batch whose COMMIT it
+did not see again, which is harmless since a repeated message_id queues
+nothing.  So once it has finished, every one of those messages is
+committed exactly once.  $pause: seconds slept after each batch.  It gives
+up after $seconds.  Returns a handle for wait_producer.
+
+=cut
+
+my $producer_script = <<'EOS';
+conn=$1; n=$2; per=$3; target=$4; prefix=$5; seconds=$6; out=$7; pause=$8
+deadline=$(( $(date +%s) + seconds ))
+b=1
+runs=0
+while (( b <= n )); do
+    if (( $(date +%s) > deadline )); then
+        echo "producer: gave up at batch $b of $n" >&2
+        exit 1
+    fi
+    runs=$(( runs + 1 ))
+    for (( i = b; i <= n; i++ )); do
+        echo "BEGIN;"
+        echo "SELECT count(outbox_queue('$target', jsonb_build_object('batch', $i, 'n', g), message_id => '$prefix-$i-' || g)) FROM generate_series(1, $per) g;"
+        echo "COMMIT;"
+        if [[ $pause != 0 ]]; then echo "SELECT pg_sleep($pause);"; fi
+        echo "\echo committed $i"
+    done | psql -X -q -At -v ON_ERROR_STOP=1 -d "$conn" 2>>"$out.err" |
+        grep --line-buffered '^committed ' >>"$out"
+    last=$(tail -n 1 "$out" 2>/dev/null | sed -n 's/^committed //p')
+    b=$(( ${last:-0} + 1 ))
+    if (( b <= n )); then sleep 0.2; fi
+done
+echo "producer: $n batches committed, $runs psql run(s)" >&2
+EOS
+
+my $producer_seq = 0;
+
+sub start_producer
+{
+	my ($node, %opt) = @_;
+	my $p = {
+		target => $opt{target} // 'orders',
+		batches => $opt{batches} // 300,
+		per_batch => $opt{per_batch} // 10,
+		prefix => $opt{prefix} // 'p',
+		pause => $opt{pause} // 0,
+		seconds => $opt{seconds} // 120,
+	};
+	my $seq = ++$producer_seq;
+	$p->{out} = "$PostgreSQL::Test::Utils::tmp_check/producer_$seq.out";
+	unlink $p->{out}, "$p->{out}.err";
+	my ($out, $err) = ('', '');
+	$p->{err} = \$err;
+	$p->{handle} = IPC::Run::start(
+		[
+			'bash', '-c', $producer_script, 'producer',
+			$node->connstr('postgres'), $p->{batches}, $p->{per_batch},
+			$p->{target}, $p->{prefix}, $p->{seconds}, $p->{out}, $p->{pause}
+		],
+		'<', \undef, '>', \$out, '2>', \$err);
+	push @producers, $p->{handle};
+	note "producer $seq: $p->{batches} x $p->{per_batch} messages to "
+	  . "$p->{target}, ids $p->{prefix}-<batch>-<n>";
+	return $p;
+}
+
+=pod
+
+=item wait_producer($p)
+
+Wait for the producer to finish; true when all its batches committed.
+
+=cut
+
+sub wait_producer
+{
+	my ($p) = @_;
+	my $h = $p->{handle};
+	my $ok = eval { $h->finish; 1 };
+	$ok &&= $h->result == 0;
+	note ${ $p->{err} } if ${ $p->{err} } ne '';
+	return $ok;
+}
+
+=pod
+
+=item producer_ids($p)
+
+Every message_id the producer queues, in order.
+
+=cut
+
+sub producer_ids
+{
+	my ($p) = @_;
+	my @ids;
+	for my $b (1 .. $p->{batches})
+	{
+		push @ids, "$p->{prefix}-$b-$_" for 1 .. $p->{per_batch};
+	}
+	return @ids;
+}
+
+=pod
+
 =item sql_epoch($node, $expr)
 
 The value of a timestamptz SQL expression as float epoch seconds.
@@ -362,6 +693,10 @@ sub wait_seconds
 END
 {
 	local $?;    # keep the test's exit status
+	foreach my $p (@producers)
+	{
+		eval { $p->kill_kill };
+	}
 	foreach my $r (@receivers)
 	{
 		my $h = $r->{handle} or next;
