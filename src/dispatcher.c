@@ -355,22 +355,22 @@ forget_all(void)
 }
 
 /*
- * Forget DONE messages the ring can no longer deliver again.
+ * Forget DONE messages the ring can no longer deliver again.  The list is
+ * in the order the messages finished, which follows the order of the scans
+ * that found them, so the sweep stops at the first one still needed: it
+ * costs nothing per turn of the loop while a backlog drains.
  */
 static void
 sweep_done(void)
 {
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &done_list)
+	while (!dlist_is_empty(&done_list))
 	{
-		Tracked    *t = dlist_container(Tracked, node, iter.cur);
+		Tracked    *t = dlist_head_element(Tracked, node, &done_list);
 
-		if (t->forget_after <= ring_covers)
-		{
-			dlist_delete(&t->node);
-			untrack(t);
-		}
+		if (t->forget_after > ring_covers)
+			break;
+		dlist_delete(&t->node);
+		untrack(t);
 	}
 }
 
