@@ -135,6 +135,9 @@ static int	n_outcomes = 0;
 static int	max_outcomes = 0;
 
 static bool extension_ready = false;
+
+/* Some queued keyed message has not been through the per-key gate yet */
+static bool gate_needed = false;
 static Oid	extension_oid = InvalidOid;
 
 /* Table scan state: a keyset cursor over (next_attempt_at, id) */
@@ -291,6 +294,8 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 
 	t = tracked_entry(msg, forget_after, target, t);
 	t->state = TRACK_QUEUED;
+	if (msg->key)
+		gate_needed = true;
 	dlist_push_tail(&target->queue, &t->node);
 	target->queued++;
 }
@@ -670,7 +675,12 @@ record_outcomes(void)
 	for (int c = 0; c < lengthof(types); c++)
 		values[c] = make_array(cols[c], nulls[c], n_outcomes, elemtypes[c]);
 
-	/* The messages' new state, and one outbox.attempts row per attempt */
+	/*
+	 * The messages' new state, and one outbox.attempts row per attempt.
+	 * "Not finished" rather than "pending": the plan is made once, and the
+	 * partial index of pending rows must not tempt it into reading them all
+	 * when a backlog makes them many.
+	 */
 	outbox_execute(&outcome_plan,
 				   "WITH o AS ("
 				   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -687,7 +697,7 @@ record_outcomes(void)
 				   "       delivered_at = o.delivered_at,"
 				   "       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
 				   "  FROM o"
-				   " WHERE m.id = o.id AND m.state = 'pending'",
+				   " WHERE m.id = o.id AND m.state NOT IN ('delivered', 'dead')",
 				   lengthof(types), types, values, NULL, false, 0, SPI_OK_UPDATE);
 }
 
@@ -959,6 +969,11 @@ gate_keyed_messages(void)
 	ListCell   *lc;
 	bool		checked;
 
+	/* Walking the queues costs, while a backlog drains: only when needed */
+	if (!gate_needed)
+		return;
+	gate_needed = false;
+
 	n_gate = 0;
 	foreach(lc, outbox_target_all())
 	{
@@ -969,8 +984,13 @@ gate_keyed_messages(void)
 		{
 			Tracked    *t = dlist_container(Tracked, node, iter.cur);
 
-			if (t->msg->key == NULL || t->gate_ok || !committed_visibly(t->msg))
+			if (t->msg->key == NULL || t->gate_ok)
 				continue;
+			if (!committed_visibly(t->msg))
+			{
+				gate_needed = true; /* look again next turn */
+				continue;
+			}
 			if (outbox_key_busy(target->name, t->msg->key))
 				wait_for_key(t);
 			else if (n_gate < GATE_BATCH)
@@ -978,6 +998,8 @@ gate_keyed_messages(void)
 				gate_candidates[n_gate] = t;
 				gate_ids[n_gate++] = t->id;
 			}
+			else
+				gate_needed = true; /* the rest next turn */
 		}
 	}
 	if (n_gate == 0)
@@ -1410,6 +1432,16 @@ outbox_dispatcher_main(Datum main_arg)
 	 * WAL flushes with our bookkeeping.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Our queries look up a few rows by id or walk an index range, whatever
+	 * the size of the table.  Their plans are made once (see sql.c), often
+	 * while the table is small; keep the planner from choosing a shape that
+	 * reads the whole table and becomes slow as it grows.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_mergejoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 	SpinLockAcquire(&outbox_shared->mutex);

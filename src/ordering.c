@@ -146,7 +146,7 @@ outbox_keys_gate(int64 *ids, int n, bool *ok)
 												TYPALIGN_DOUBLE));
 	outbox_execute(&gate_plan,
 				   "SELECT m.id FROM outbox.messages m"
-				   " WHERE m.id = ANY ($1) AND m.state = 'pending'"
+				   " WHERE m.id = ANY ($1) AND m.state NOT IN ('delivered', 'dead')"
 				   "   AND NOT EXISTS ("
 				   "     SELECT FROM outbox.messages p"
 				   "      WHERE p.target = m.target AND p.key = m.key"
