@@ -135,10 +135,10 @@ static int	n_outcomes = 0;
 static int	max_outcomes = 0;
 
 static bool extension_ready = false;
+static Oid	extension_oid = InvalidOid;
 
 /* Some queued keyed message has not been through the per-key gate yet */
 static bool gate_needed = false;
-static Oid	extension_oid = InvalidOid;
 
 /* Table scan state: a keyset cursor over (next_attempt_at, id) */
 static bool scan_wanted = true;
