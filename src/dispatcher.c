@@ -423,6 +423,12 @@ run_in_transaction(void (*fn) (void), const char *activity)
 			SPI_finish();
 		}
 		CommitTransactionCommand();
+
+		/*
+		 * A background worker reports its table statistics itself; without
+		 * them autovacuum would never learn of our updates and deletes.
+		 */
+		pgstat_report_stat(false);
 	}
 	PG_CATCH();
 	{

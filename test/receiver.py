@@ -46,6 +46,15 @@ Options:
                         (the last one repeats).
     --answer-log FILE   append one JSON line per answer to FILE (see above)
     --max-seconds S     exit by itself after S seconds (default 900)
+    --body-bytes N      answer with a body of N bytes (Content-Length N),
+                        written in 64 kB pieces, instead of the short JSON
+                        body; the answer log gets "body_sent", the bytes
+                        of body written before the client went away
+    --body-endless      answer with an endless chunked body (written until
+                        the client closes the connection); also logs
+                        "body_sent"
+    --stall-headers     send "HTTP/1.1 200 OK\r\n" and then nothing more,
+                        until the client closes the connection
     --print             print a one-line human summary of each request
                         to stdout
 
@@ -267,6 +276,24 @@ def make_handler(state):
                 state.record_answer(answer)
                 return
 
+            if state.args.stall_headers:
+                self.close_connection = True
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    self.wfile.flush()
+                    self.wait_unless_gone(state.args.max_seconds)
+                    answer["error"] = "client closed the connection"
+                except OSError as e:
+                    answer["error"] = str(e)
+                answer["t_done"] = time.time()
+                state.record_answer(answer)
+                return
+            if state.args.body_bytes > 0 or state.args.body_endless:
+                self.send_big_body(status, reply_headers, answer)
+                answer["t_done"] = time.time()
+                state.record_answer(answer)
+                return
+
             reply = json.dumps({"ok": 200 <= status < 300,
                                 "status": status}).encode() + b"\n"
             try:
@@ -286,6 +313,40 @@ def make_handler(state):
                 answer["error"] = str(e)
             answer["t_done"] = time.time()
             state.record_answer(answer)
+
+        def send_big_body(self, status, reply_headers, answer):
+            """Answer with --body-bytes bytes, or an endless chunked body
+            with --body-endless, until done or the client goes away."""
+            piece = b"x" * 65536
+            endless = state.args.body_endless
+            left = state.args.body_bytes
+            answer["body_sent"] = 0
+            try:
+                self.send_response(status)
+                for name, value in reply_headers.items():
+                    if name.lower() not in ("content-type", "content-length",
+                                            "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Type", "application/octet-stream")
+                if endless:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(left))
+                self.end_headers()
+                self.wfile.flush()
+                while endless or left > 0:
+                    n = len(piece) if endless else min(left, len(piece))
+                    if endless:
+                        self.wfile.write(b"%x\r\n" % n + piece[:n] + b"\r\n")
+                    else:
+                        self.wfile.write(piece[:n])
+                        left -= n
+                    self.wfile.flush()
+                    answer["body_sent"] += n
+                answer["sent"] = True
+            except OSError as e:    # the client cut the response off
+                self.close_connection = True
+                answer["error"] = str(e)
 
         do_POST = handle_any
         do_PUT = handle_any
@@ -322,6 +383,9 @@ def main():
     p.add_argument("--answer-log")
     p.add_argument("--max-seconds", type=float, default=900.0)
     p.add_argument("--print", action="store_true")
+    p.add_argument("--body-bytes", type=int, default=0)
+    p.add_argument("--body-endless", action="store_true")
+    p.add_argument("--stall-headers", action="store_true")
     args = p.parse_args()
     args.header_dict = {}
     for h in args.header:
