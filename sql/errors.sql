@@ -30,6 +30,12 @@ SELECT outbox_queue('orders', '{}',
     headers => (SELECT jsonb_object_agg('x-h' || g, 'v') FROM generate_series(1, 101) g));
 SELECT outbox_queue('orders', '{}', headers => jsonb_build_object('x-big', repeat('v', 70000)));
 
+-- NUL bytes and invalid UTF-8 never reach the functions: text and jsonb
+-- refuse them on input
+SELECT outbox_queue(convert_from('\x6f72646572730078'::bytea, 'UTF8'), '{}');
+SELECT outbox_queue('orders', '{}', key => convert_from('\xff'::bytea, 'UTF8'));
+SELECT outbox_queue('orders', '{"a": "\u0000"}');
+
 -- payloads over outbox.max_payload_size
 SET outbox.max_payload_size = '1kB';
 SELECT outbox_queue('orders', jsonb_build_object('blob', repeat('x', 2000)));
