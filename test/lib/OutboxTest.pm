@@ -25,7 +25,7 @@ our @EXPORT = qw(
   sql_epoch wait_seconds
   set_control read_answers wait_for_answers log_position wait_for_log_line
   http_date worker_pid cpu_seconds
-  start_producer wait_producer producer_ids
+  start_producer wait_producer producer_ids check_no_loss
 );
 
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
@@ -713,5 +713,72 @@ END
 =back
 
 =cut
+
+
+=pod
+
+=item check_no_loss($node, $receiver, \@ids, $crash_time, $what)
+
+After a producer ran through crashes: the table holds every committed
+message (\@ids, the message_ids) once, every one ends delivered, the
+receiver got every one at least once and answered 200, and got nothing that
+was not committed.  Notes how many were sent more than once, and how many
+of those had their delivery recorded before the first $what (at epoch
+$crash_time).
+
+=cut
+
+sub check_no_loss
+{
+	my ($node, $r, $ids, $crash_time, $what) = @_;
+
+	Test::More::is(
+		$node->safe_psql(
+			'postgres',
+			"SELECT count(*), count(DISTINCT message_id) FROM outbox.messages "
+			  . "WHERE message_id LIKE 'p-%'"),
+		scalar(@$ids) . '|' . scalar(@$ids),
+		'the table holds every committed message, once');
+	Test::More::ok(
+		poll_until(
+			$node,
+			"SELECT count(*) FROM outbox.messages WHERE state <> 'delivered'",
+			'0', 90),
+		'every committed message ends delivered');
+
+	my %seen;
+	$seen{ $_->{headers}{'webhook-id'} // '' }++ for read_requests($r);
+	my @lost = grep { !$seen{$_} } @$ids;
+	Test::More::is(scalar @lost, 0,
+		'the receiver got every committed message at least once')
+	  or Test::More::diag('never received: '
+		  . join(' ', @lost[ 0 .. ($#lost < 9 ? $#lost : 9) ]));
+
+	my %ok200;
+	$ok200{ $_->{'webhook-id'} } ||= ($_->{sent} && $_->{status} == 200)
+	  for read_answers($r);
+	Test::More::is(scalar(grep { !$ok200{$_} } @$ids), 0,
+		'the receiver answered 200 to every message');
+
+	my %committed = map { $_ => 1 } @$ids, 'warmup';
+	Test::More::is(scalar(grep { !$committed{$_} } keys %seen), 0,
+		'the receiver got no message that was not committed');
+
+	my @dup_ids = grep { $seen{$_} > 1 } keys %seen;
+	my $extra = 0;
+	$extra += $seen{$_} - 1 for @dup_ids;
+	Test::More::note('duplicates: ' . scalar(@dup_ids)
+		  . " message(s) were sent more than once ($extra extra request(s))");
+	if (@dup_ids)
+	{
+		my $list = join(',', map { "'$_'" } @dup_ids);
+		my $recorded = $node->safe_psql('postgres',
+			"SELECT count(*) FROM outbox.messages WHERE message_id IN ($list) "
+			  . "AND delivered_at < to_timestamp($crash_time)");
+		Test::More::note(
+			"duplicates whose delivery was recorded before the first $what: $recorded");
+	}
+	return;
+}
 
 1;

@@ -57,49 +57,7 @@ for my $round ([ 'outbox dispatcher', 800 ], [ 'outbox decoder', 1800 ])
 
 ok(wait_producer($p), 'the producer committed all its messages through the restarts');
 
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*), count(DISTINCT message_id) FROM outbox.messages "
-		  . "WHERE message_id LIKE 'p-%'"),
-	scalar(@ids) . '|' . scalar(@ids),
-	'the table holds every committed message, once');
-
-ok( poll_until(
-		$node,
-		"SELECT count(*) FROM outbox.messages WHERE state <> 'delivered'",
-		'0', 90),
-	'every committed message ends delivered');
-
-my %seen;
-$seen{ $_->{headers}{'webhook-id'} // '' }++ for read_requests($orders);
-my @lost = grep { !$seen{$_} } @ids;
-is(scalar @lost, 0, 'the receiver got every committed message at least once')
-  or diag('never received: ' . join(' ', @lost[ 0 .. ($#lost < 9 ? $#lost : 9) ]));
-
-my $answers = {};
-$answers->{ $_->{'webhook-id'} } ||= ($_->{sent} && $_->{status} == 200)
-  for read_answers($orders);
-is(scalar(grep { !$answers->{$_} } @ids), 0,
-	'the receiver answered 200 to every message');
-
-my $dups = grep { $_ > 1 } values %seen;
-my $extra = 0;
-$extra += $_ - 1 for grep { $_ > 1 } values %seen;
-note "duplicates: $dups message(s) were sent more than once ($extra extra request(s))";
-# Of those, how many had their delivery recorded before the first kill (and
-# were sent again anyway, e.g. decoded again from WAL after the restart)?
-my @dup_ids = grep { $seen{$_} > 1 } keys %seen;
-if (@dup_ids)
-{
-	my $list = join(',', map { "'$_'" } @dup_ids);
-	my $recorded = $node->safe_psql('postgres',
-		"SELECT count(*) FROM outbox.messages WHERE message_id IN ($list) "
-		  . "AND delivered_at < to_timestamp($first_kill)");
-	note "duplicates whose delivery was recorded before the first kill: $recorded";
-}
-my %ids = map { $_ => 1 } @ids, 'warmup';
-is(scalar(grep { !$ids{$_} } keys %seen), 0,
-	'the receiver got no message that was not committed');
+check_no_loss($node, $orders, \@ids, $first_kill, 'kill');
 
 $node->stop;
 done_testing();
