@@ -173,16 +173,11 @@ check_target(const char *target)
 {
 	if (outbox_target_url(target) != NULL)
 		return;
-	if (outbox_target_count() == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("outbox target \"%s\" is not configured", target),
-				 errdetail("outbox.targets is empty."),
-				 errhint("Add %s=<url> to outbox.targets in postgresql.conf and reload the configuration.",
-						 target)));
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
 			 errmsg("outbox target \"%s\" is not configured", target),
+			 outbox_target_count() == 0 ?
+			 errdetail("outbox.targets is empty.") :
 			 errdetail("Configured targets: %s.", outbox_target_list()),
 			 errhint("Add %s=<url> to outbox.targets in postgresql.conf and reload the configuration.",
 					 target)));

@@ -99,9 +99,10 @@ trim(const char *start, const char **end)
 }
 
 /*
- * Split a "name=value, name=value" list.  Returns NULL on out of memory; on
- * bad syntax, a list whose "problem" says what is wrong.  Problems name the
- * entry by position and name only: values may be secrets.
+ * Split a "name=value, name=value" list.  Returns NULL on out of memory
+ * (with the GUC error set); on bad syntax, a list whose "problem" says what
+ * is wrong.  Problems name the entry by position and name only: values may
+ * be secrets.
  */
 static PairList *
 parse_pairs(const char *value)
@@ -119,7 +120,11 @@ parse_pairs(const char *value)
 	list = malloc(offsetof(PairList, items) + sizeof(PairItem) * count +
 				  strlen(value) + count * 2 + 1);
 	if (list == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
 		return NULL;
+	}
 	list->count = 0;
 	list->problem[0] = '\0';
 	strings = (char *) &list->items[count];
@@ -179,11 +184,7 @@ check_targets(char **newval, void **extra, GucSource source)
 	PairList   *list = parse_pairs(*newval ? *newval : "");
 
 	if (list == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
 		return false;
-	}
 	if (list->problem[0] == '\0' && list->count > OUTBOX_MAX_TARGETS)
 		snprintf(list->problem, sizeof(list->problem),
 				 "At most %d targets can be configured.", OUTBOX_MAX_TARGETS);
@@ -226,11 +227,7 @@ check_secrets(char **newval, void **extra, GucSource source)
 	PairList   *list = parse_pairs(*newval ? *newval : "");
 
 	if (list == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
 		return false;
-	}
 	for (int i = 0; i < list->count && list->problem[0] == '\0'; i++)
 	{
 		char	   *key = PAIR_VALUE(list, i);

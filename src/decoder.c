@@ -74,27 +74,21 @@ decoder_set_streaming(bool streaming)
 	SpinLockRelease(&outbox_shared->mutex);
 }
 
+/*
+ * Has CREATE EXTENSION run, as far as the dispatcher knows?  With "checked",
+ * also say whether the dispatcher has looked at all since the server started.
+ */
 static bool
-extension_ready(void)
+extension_ready(bool *checked)
 {
 	bool		ready;
 
 	SpinLockAcquire(&outbox_shared->mutex);
 	ready = outbox_shared->extension_ready;
+	if (checked)
+		*checked = outbox_shared->extension_checked;
 	SpinLockRelease(&outbox_shared->mutex);
 	return ready;
-}
-
-/* Has the dispatcher looked for the extension since the server started? */
-static bool
-extension_checked(void)
-{
-	bool		checked;
-
-	SpinLockAcquire(&outbox_shared->mutex);
-	checked = outbox_shared->extension_checked;
-	SpinLockRelease(&outbox_shared->mutex);
-	return checked;
 }
 
 static void
@@ -150,11 +144,13 @@ wait_until_ready(void)
 
 	for (;;)
 	{
-		if (!extension_ready())
+		bool		checked;
+
+		if (!extension_ready(&checked))
 		{
 			outbox_set_state(&outbox_shared->decoder,
 							 "waiting for CREATE EXTENSION outbox");
-			if (!logged_extension && extension_checked())
+			if (!logged_extension && checked)
 			{
 				ereport(LOG,
 						(errmsg("outbox decoder is waiting for CREATE EXTENSION outbox in database \"%s\"",
@@ -327,7 +323,7 @@ decode_stream(MemoryContext context)
 	outbox_set_state(&outbox_shared->decoder, "decoding slot \"%s\"",
 					 outbox_slot_name);
 
-	while (extension_ready())
+	while (extension_ready(NULL))
 	{
 		XLogRecPtr	start = ctx->reader->EndRecPtr;
 		XLogRecPtr	flush = GetFlushRecPtr(NULL);

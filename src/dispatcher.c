@@ -274,7 +274,6 @@ static void
 track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 {
 	OutboxTarget *target = outbox_target_get(msg->target);
-
 	bool		full = target != NULL && target->queued >= TARGET_QUEUE_CAP;
 
 	if (full)
@@ -298,6 +297,14 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 		gate_needed = true;
 	dlist_push_tail(&target->queue, &t->node);
 	target->queued++;
+}
+
+/* Scan the table from the start, at the next turn of the loop */
+static void
+rescan(void)
+{
+	scan_wanted = true;
+	cursor_valid = false;
 }
 
 /* Drop the target's queue: its messages wait in the table */
@@ -355,8 +362,7 @@ forget_all(void)
 		if (outcomes[i].error)
 			pfree(outcomes[i].error);
 	n_outcomes = 0;
-	cursor_valid = false;
-	scan_wanted = true;
+	rescan();
 }
 
 /*
@@ -651,8 +657,13 @@ record_outcomes(void)
 	 * make message n pending again after message n+1 was sent.
 	 */
 	for (int i = 0; i < n_outcomes; i++)
+	{
 		if (outcomes[i].keyed)
+		{
 			ForceSyncCommit();
+			break;
+		}
+	}
 
 	for (int c = 0; c < lengthof(types); c++)
 	{
@@ -770,8 +781,7 @@ request_done(OutboxHttpResult *r)
 	if (t->msg->key && outbox_key_finished(target->name, t->msg->key))
 	{
 		/* A later message of this key waits in the table: look for it */
-		scan_wanted = true;
-		cursor_valid = false;
+		rescan();
 	}
 
 	if (!was_open && target->open)
@@ -779,8 +789,7 @@ request_done(OutboxHttpResult *r)
 	else if (was_open && !target->open)
 	{
 		/* The target is back: everything due goes out at full speed */
-		scan_wanted = true;
-		cursor_valid = false;
+		rescan();
 	}
 
 	outbox_message_free(t->msg);
@@ -1055,25 +1064,22 @@ start_requests(void)
 								dlist_head_node(&target->queue));
 			if (!committed_visibly(t->msg))
 				continue;		/* a moment more: see committed_visibly() */
-			dlist_delete(&t->node);
-			target->queued--;
+			if (t->msg->key &&
+				(!t->gate_ok || outbox_key_busy(target->name, t->msg->key)))
+				wait_for_key(t);	/* not first in its key after all */
+			else
+			{
+				dlist_delete(&t->node);
+				target->queued--;
+				start_request(t, false);
+				started = true;
+			}
 			if (target->overflowed && has_room(target))
 			{
 				/* Messages left in the table while the queue was full */
 				target->overflowed = false;
-				scan_wanted = true;
-				cursor_valid = false;
+				rescan();
 			}
-				if (t->msg->key &&
-				(!t->gate_ok || outbox_key_busy(target->name, t->msg->key)))
-			{
-				/* Not first in its key after all: it waits in the table */
-				outbox_key_wait(target->name, t->msg->key);
-				untrack(t);
-				continue;
-			}
-			start_request(t, false);
-			started = true;
 		}
 	}
 }
@@ -1081,8 +1087,8 @@ start_requests(void)
 /* ---- the ring ---- */
 
 /*
- * Move decoded messages from the ring to the ready queue, as far as there is
- * room, and advance ring_covers if the ring was emptied.
+ * Move decoded messages from the ring to their targets' queues (track()
+ * leaves those of a full queue in the table), and advance ring_covers.
  */
 static void
 take_from_ring(StringInfo buf)
@@ -1113,8 +1119,6 @@ take_from_ring(StringInfo buf)
 	/* Without a streaming decoder nothing more is coming through the ring */
 	ring_covers = streaming ? decoded_upto : PG_UINT64_MAX;
 }
-
-/* ---- the loop ---- */
 
 /* ---- retention ---- */
 
@@ -1269,8 +1273,7 @@ reload_configuration(void)
 	secrets_problem_reported = false;
 	outbox_targets_sync(forget_queue);
 	/* New targets may have messages waiting */
-	cursor_valid = false;
-	scan_wanted = true;
+	rescan();
 }
 
 static void
@@ -1351,10 +1354,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (scan_requested)
-	{
-		scan_wanted = true;
-		cursor_valid = false;
-	}
+		rescan();
 	if (now >= next_scan_at)
 		scan_wanted = true;
 
@@ -1391,6 +1391,7 @@ next_timeout(void)
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz next;
 	TimestampTz probe = next_probe_at();
+	bool		room;
 
 	if (!extension_ready)
 		return EXTENSION_CHECK_MS;
@@ -1398,14 +1399,15 @@ next_timeout(void)
 		return ERROR_BACKOFF_MS;
 	if (awaiting_commit)
 		return 1;
-	if (cursor_valid && any_room())
+	room = any_room();
+	if (cursor_valid && room)
 		return 0;
 
 	/*
 	 * A scan is only useful for a target with room in its queue; when none
 	 * has, a request finishing makes room and wakes us anyway.
 	 */
-	next = any_room() ? next_scan_at :
+	next = room ? next_scan_at :
 		TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
 	if (probe != 0 && probe < next)
 		next = probe;
