@@ -78,6 +78,9 @@ outbox_xact_callback(XactEvent event, void *arg)
 static void
 wake_at_commit(bool via_wal)
 {
+	/* In a database the workers do not serve, there is nobody to wake */
+	if (outbox_shmem_lookup() == NULL)
+		return;
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(outbox_xact_callback, NULL);

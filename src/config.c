@@ -7,6 +7,10 @@
  * block (the GUC machinery owns and frees "extra" data), so every process
  * looks targets up without re-parsing the string.
  *
+ * The databases the workers serve (outbox.databases, or the one-database
+ * form outbox.database) are fixed at server start: the postmaster parses
+ * them once, with their slot names, and every process inherits the list.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -14,13 +18,18 @@
 #include <ctype.h>
 
 #include "common/base64.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "replication/slot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/varlena.h"
 
 #include "outbox.h"
 
 char	   *outbox_database = NULL;
+char	   *outbox_databases = NULL;
 char	   *outbox_targets = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_secrets = NULL;
@@ -59,6 +68,12 @@ typedef struct PairList
 
 static PairList *target_list = NULL;
 static PairList *secret_list = NULL;
+
+/* The databases served, and their slots; set in the postmaster */
+static int	n_databases = 0;
+static NameData *database_names = NULL;
+static NameData *database_slots = NULL;
+static NameData *database_previous_slots = NULL;
 
 static bool
 valid_target_name(const char *name, int len)
@@ -325,6 +340,179 @@ check_slot_name(char **newval, void **extra, GucSource source)
 	return ReplicationSlotValidateName(*newval, WARNING);
 }
 
+/*
+ * outbox.databases: a comma-separated list of database names (double quotes
+ * keep commas, spaces and case), each listed once.
+ */
+static bool
+check_databases(char **newval, void **extra, GucSource source)
+{
+	char	   *raw = pstrdup(*newval);
+	List	   *names;
+	ListCell   *lc;
+	bool		ok = true;
+
+	if (!SplitGUCList(raw, ',', &names))
+	{
+		GUC_check_errdetail("List syntax is invalid.");
+		return false;
+	}
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+
+		if (strlen(name) >= NAMEDATALEN)
+		{
+			GUC_check_errdetail("Database name \"%s\" is too long.", name);
+			ok = false;
+			break;
+		}
+		for (ListCell *other = list_head(names); other != lc;
+			 other = lnext(names, other))
+		{
+			if (strcmp(lfirst(other), name) == 0)
+			{
+				GUC_check_errdetail("Database \"%s\" is listed twice.", name);
+				ok = false;
+				break;
+			}
+		}
+		if (!ok)
+			break;
+	}
+	list_free(names);
+	pfree(raw);
+	return ok;
+}
+
+/*
+ * The slot of a database when several are served: outbox.slot_name, "_",
+ * then the database name when it is a valid slot name on its own; other
+ * names are folded to [a-z0-9_] and followed by a hash of the real name, so
+ * two databases never share a slot.
+ */
+static void
+database_slot_name(const char *database, char *slot)
+{
+	char		folded[NAMEDATALEN];
+	bool		changed = false;
+	int			len = 0;
+
+	for (const char *p = database; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (islower(c) || isdigit(c) || c == '_')
+			folded[len++] = c;
+		else
+		{
+			folded[len++] = isupper(c) ? tolower(c) : '_';
+			changed = true;
+		}
+	}
+	folded[len] = '\0';
+
+	if (!changed && strlen(outbox_slot_name) + 1 + len < NAMEDATALEN)
+		snprintf(slot, NAMEDATALEN, "%s_%s", outbox_slot_name, folded);
+	else
+	{
+		/* base, "_", as much of the folded name as fits, "_", 8 hex digits */
+		int			room = NAMEDATALEN - 1 - strlen(outbox_slot_name) - 10;
+
+		snprintf(slot, NAMEDATALEN, "%s_%.*s_%08x", outbox_slot_name,
+				 Max(room, 0), folded,
+				 hash_bytes((const unsigned char *) database,
+							strlen(database)));
+	}
+}
+
+/*
+ * Fix the list of databases at server start.  outbox.databases wins over
+ * outbox.database; one database keeps outbox.slot_name as its slot name.
+ */
+static void
+load_databases(void)
+{
+	char	   *raw;
+	List	   *names = NIL;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	raw = pstrdup(outbox_databases);
+	if (!SplitGUCList(raw, ',', &names) || names == NIL)
+		names = list_make1(pstrdup(outbox_database));
+
+	n_databases = list_length(names);
+	database_names = palloc0(sizeof(NameData) * n_databases);
+	database_slots = palloc0(sizeof(NameData) * n_databases);
+	database_previous_slots = palloc0(sizeof(NameData) * n_databases);
+	for (int i = 0; i < n_databases; i++)
+	{
+		NameData	one,
+					several;
+
+		namestrcpy(&database_names[i], list_nth(names, i));
+		namestrcpy(&one, outbox_slot_name);
+		database_slot_name(list_nth(names, i), NameStr(several));
+		database_slots[i] = (n_databases == 1) ? one : several;
+		database_previous_slots[i] = (n_databases == 1) ? several : one;
+		for (int j = 0; j < i; j++)
+			if (strcmp(NameStr(database_slots[j]), NameStr(database_slots[i])) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("databases \"%s\" and \"%s\" in \"outbox.databases\" would share the replication slot \"%s\"",
+								NameStr(database_names[j]),
+								NameStr(database_names[i]),
+								NameStr(database_slots[i])),
+						 errhint("Rename one of the databases.")));
+	}
+	MemoryContextSwitchTo(old);
+}
+
+int
+outbox_database_count(void)
+{
+	return n_databases;
+}
+
+const char *
+outbox_database_name(int i)
+{
+	Assert(i >= 0 && i < n_databases);
+	return NameStr(database_names[i]);
+}
+
+const char *
+outbox_database_slot(int i)
+{
+	Assert(i >= 0 && i < n_databases);
+	return NameStr(database_slots[i]);
+}
+
+/*
+ * The slot the database had under the other naming scheme: with several
+ * databases, the one-database name, and the other way round.
+ */
+/*
+ * What tells this database's messages apart from other databases' in
+ * webhook ids derived from row ids: nothing with one database, else the
+ * part of its slot name after outbox.slot_name and "_".
+ */
+const char *
+outbox_database_tag(int i)
+{
+	Assert(i >= 0 && i < n_databases);
+	if (n_databases == 1)
+		return "";
+	return NameStr(database_slots[i]) + strlen(outbox_slot_name) + 1;
+}
+
+const char *
+outbox_database_previous_slot(int i)
+{
+	Assert(i >= 0 && i < n_databases);
+	return NameStr(database_previous_slots[i]);
+}
+
 const char *
 outbox_target_url(const char *name)
 {
@@ -379,9 +567,18 @@ outbox_define_gucs(void)
 								   0,
 								   NULL, NULL, NULL);
 
+		DefineCustomStringVariable("outbox.databases",
+								   "Databases in which outbox workers run, one decoder and one dispatcher each.",
+								   "A comma-separated list; when set, it replaces outbox.database.",
+								   &outbox_databases,
+								   "",
+								   PGC_POSTMASTER,
+								   GUC_LIST_INPUT,
+								   check_databases, NULL, NULL);
+
 		DefineCustomStringVariable("outbox.slot_name",
 								   "Logical replication slot used by the outbox decoder.",
-								   NULL,
+								   "With several databases, each slot is this name, \"_\" and the database name.",
 								   &outbox_slot_name,
 								   "outbox",
 								   PGC_POSTMASTER,
@@ -490,5 +687,8 @@ outbox_define_gucs(void)
 
 	/* Only then are all outbox.* settings defined, so typos can be caught */
 	if (process_shared_preload_libraries_in_progress)
+	{
 		MarkGUCPrefixReserved("outbox");
+		load_databases();
+	}
 }

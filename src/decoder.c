@@ -46,6 +46,10 @@
 /* Recheck a condition that only an administrator can fix */
 #define DECODER_RECHECK_MS		10000
 
+/* This decoder's database and slot (see outbox_database_slot()) */
+#define slot_name		(outbox_shared->slot_name)
+#define database_name	(outbox_shared->database)
+
 static bool ring_overflowed = false;
 static int	messages_since_wake = 0;
 
@@ -154,7 +158,7 @@ wait_until_ready(void)
 			{
 				ereport(LOG,
 						(errmsg("outbox decoder is waiting for CREATE EXTENSION outbox in database \"%s\"",
-								outbox_database)));
+								database_name)));
 				logged_extension = true;
 			}
 			decoder_sleep(DECODER_RECHECK_MS);
@@ -195,7 +199,7 @@ create_slot(void)
 {
 	LogicalDecodingContext *ctx;
 
-	ReplicationSlotCreate(outbox_slot_name, true, RS_EPHEMERAL, false);
+	ReplicationSlotCreate(slot_name, true, RS_EPHEMERAL, false);
 	ctx = CreateInitDecodingContext(OUTBOX_PLUGIN_NAME, NIL, false,
 									InvalidXLogRecPtr, page_reader(),
 									NULL, NULL, NULL);
@@ -205,7 +209,7 @@ create_slot(void)
 	ReplicationSlotRelease();
 	ereport(LOG,
 			(errmsg("outbox decoder created replication slot \"%s\"",
-					outbox_slot_name)));
+					slot_name)));
 }
 
 /*
@@ -219,14 +223,14 @@ acquire_slot(void)
 {
 	ReplicationSlot *slot;
 
-	slot = SearchNamedReplicationSlot(outbox_slot_name, true);
+	slot = SearchNamedReplicationSlot(slot_name, true);
 	if (slot == NULL)
 	{
 		create_slot();
 		outbox_wake_dispatcher(true);
 	}
 
-	ReplicationSlotAcquire(outbox_slot_name, true);
+	ReplicationSlotAcquire(slot_name, true);
 	slot = MyReplicationSlot;
 	if (!SlotIsLogical(slot) ||
 		slot->data.database != MyDatabaseId ||
@@ -240,16 +244,51 @@ acquire_slot(void)
 	{
 		ereport(LOG,
 				(errmsg("outbox replication slot \"%s\" was invalidated; recreating it",
-						outbox_slot_name),
+						slot_name),
 				 errdetail("Pending messages are found in outbox.messages; nothing is lost."),
 				 errhint("Raise max_slot_wal_keep_size if this happens often.")));
 		ReplicationSlotRelease();
-		ReplicationSlotDrop(outbox_slot_name, true);
+		ReplicationSlotDrop(slot_name, true);
 		create_slot();
 		outbox_wake_dispatcher(true);
-		ReplicationSlotAcquire(outbox_slot_name, true);
+		ReplicationSlotAcquire(slot_name, true);
 	}
 	return true;
+}
+
+/*
+ * Going from one database to several (outbox.databases) or back renames this
+ * database's slot.  Drop the slot of the other naming scheme, when it is
+ * ours (our plugin, this database) and idle: nothing would ever advance it,
+ * and it would keep WAL forever.  The table scan asked for when the new slot
+ * is created covers whatever was decoded through the old one.
+ */
+static void
+drop_previous_slot(void)
+{
+	const char *previous = outbox_shared->previous_slot_name;
+	ReplicationSlot *slot;
+	bool		ours;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(previous, false);
+	ours = slot != NULL && SlotIsLogical(slot) &&
+		slot->data.database == MyDatabaseId &&
+		strcmp(NameStr(slot->data.plugin), OUTBOX_PLUGIN_NAME) == 0;
+	if (ours)
+	{
+		SpinLockAcquire(&slot->mutex);
+		ours = (slot->active_pid == 0);
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	if (!ours)
+		return;
+
+	ReplicationSlotDrop(previous, true);
+	ereport(LOG,
+			(errmsg("outbox decoder dropped replication slot \"%s\", which it used before the list of databases changed; it now uses \"%s\"",
+					previous, slot_name)));
 }
 
 static void
@@ -321,7 +360,7 @@ decode_stream(MemoryContext context)
 	decoder_set_streaming(true);
 	pgstat_report_activity(STATE_RUNNING, "decoding");
 	outbox_set_state(&outbox_shared->decoder, "decoding slot \"%s\"",
-					 outbox_slot_name);
+					 slot_name);
 
 	while (extension_ready(NULL))
 	{
@@ -383,10 +422,8 @@ outbox_decoder_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (outbox_shared == NULL)
-		elog(ERROR, "outbox must be loaded through shared_preload_libraries");
-
-	BackgroundWorkerInitializeConnection(outbox_database, NULL, 0);
+	outbox_shmem_select(DatumGetInt32(main_arg));
+	BackgroundWorkerInitializeConnection(database_name, NULL, 0);
 
 	before_shmem_exit(decoder_detach, (Datum) 0);
 	SpinLockAcquire(&outbox_shared->mutex);
@@ -411,16 +448,17 @@ outbox_decoder_main(Datum main_arg)
 	for (;;)
 	{
 		wait_until_ready();
+		drop_previous_slot();
 
 		if (!acquire_slot())
 		{
 			outbox_set_state(&outbox_shared->decoder,
 							 "misconfigured: slot \"%s\" was not created by outbox",
-							 outbox_slot_name);
+							 slot_name);
 			if (!logged_foreign_slot)
 				ereport(LOG,
 						(errmsg("outbox decoder cannot use replication slot \"%s\": it was not created by outbox in this database",
-								outbox_slot_name),
+								slot_name),
 						 errhint("Drop that slot, or set outbox.slot_name to another name and restart.")));
 			logged_foreign_slot = true;
 			decoder_sleep(DECODER_RECHECK_MS);
@@ -432,9 +470,9 @@ outbox_decoder_main(Datum main_arg)
 
 		/* The extension was dropped: so is its slot, to retain no WAL. */
 		ReplicationSlotRelease();
-		ReplicationSlotDrop(outbox_slot_name, true);
+		ReplicationSlotDrop(slot_name, true);
 		ereport(LOG,
 				(errmsg("outbox decoder dropped replication slot \"%s\" after DROP EXTENSION outbox",
-						outbox_slot_name)));
+						slot_name)));
 	}
 }

@@ -1333,7 +1333,7 @@ check_extension(bool scan_requested)
 						 "waiting for CREATE EXTENSION outbox");
 		ereport(LOG,
 				(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
-						outbox_database)));
+						outbox_shared->database)));
 		logged = true;
 	}
 	else
@@ -1426,10 +1426,8 @@ outbox_dispatcher_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	if (outbox_shared == NULL)
-		elog(ERROR, "outbox must be loaded through shared_preload_libraries");
-
-	BackgroundWorkerInitializeConnection(outbox_database, NULL, 0);
+	outbox_shmem_select(DatumGetInt32(main_arg));
+	BackgroundWorkerInitializeConnection(outbox_shared->database, NULL, 0);
 
 	/* Our queries run as superuser: no user's objects may shadow theirs */
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);

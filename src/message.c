@@ -148,14 +148,16 @@ outbox_message_free(OutboxMessage *msg)
 
 /*
  * The webhook-id of a message: the caller's message_id, or one derived from
- * the row id, which never changes across retries, restarts and redrives.
+ * the row id, which never changes across retries, restarts and redrives:
+ * "msg_<id>", or "msg_<database>_<id>" when several databases are served,
+ * since each database numbers its messages from 1.
  */
 char *
 outbox_webhook_id(int64 id, const char *message_id)
 {
 	if (message_id != NULL)
 		return pstrdup(message_id);
-	return psprintf("msg_%lld", (long long) id);
+	return psprintf("%s%lld", outbox_shared->webhook_id_prefix, (long long) id);
 }
 
 /*

@@ -4,8 +4,8 @@
  *	  Library entry point: configuration, shared memory and the workers.
  *
  * Loaded through shared_preload_libraries, the library reserves its shared
- * memory and registers two background workers, the decoder and the
- * dispatcher.  Loaded on demand by a backend calling outbox_queue without
+ * memory and registers two background workers for each database it serves,
+ * the decoder and the dispatcher.  Loaded on demand by a backend calling outbox_queue without
  * preloading, it only defines its configuration parameters: the functions
  * still queue, and the workers deliver once the server is set up properly.
  *
@@ -47,8 +47,13 @@ shmem_startup(void)
 	outbox_shmem_startup();
 }
 
+/*
+ * Register one worker for the database at "index"; bgw_type names the kind
+ * of worker (pg_stat_activity.backend_type), bgw_name adds the database when
+ * there are several.
+ */
 static void
-register_worker(const char *name, const char *function)
+register_worker(const char *type, const char *function, int index)
 {
 	BackgroundWorker worker;
 
@@ -60,8 +65,13 @@ register_worker(const char *name, const char *function)
 	worker.bgw_restart_time = WORKER_RESTART_SECONDS;
 	strlcpy(worker.bgw_library_name, "outbox", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", name);
+	if (outbox_database_count() == 1)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s", type);
+	else
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s for database %s", type,
+				 outbox_database_name(index));
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
+	worker.bgw_main_arg = Int32GetDatum(index);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -79,6 +89,9 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = shmem_startup;
 
-	register_worker("outbox decoder", "outbox_decoder_main");
-	register_worker("outbox dispatcher", "outbox_dispatcher_main");
+	for (int i = 0; i < outbox_database_count(); i++)
+	{
+		register_worker("outbox decoder", "outbox_decoder_main", i);
+		register_worker("outbox dispatcher", "outbox_dispatcher_main", i);
+	}
 }

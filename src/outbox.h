@@ -51,6 +51,7 @@
 /* ---- config.c ---- */
 
 extern char *outbox_database;
+extern char *outbox_databases;
 extern char *outbox_targets;
 extern char *outbox_slot_name;
 extern char *outbox_secrets;
@@ -65,6 +66,11 @@ extern int	outbox_circuit_failures;
 extern int	outbox_retention;		/* s */
 
 extern void outbox_define_gucs(void);
+extern int	outbox_database_count(void);
+extern const char *outbox_database_name(int i);
+extern const char *outbox_database_slot(int i);
+extern const char *outbox_database_previous_slot(int i);
+extern const char *outbox_database_tag(int i);
 extern const char *outbox_target_url(const char *name);
 extern int	outbox_target_count(void);
 extern const char *outbox_target_name(int i);
@@ -117,9 +123,16 @@ typedef struct OutboxTargetStatus
 	char		last_error[256];
 } OutboxTargetStatus;
 
+/* The shared state of one database's workers */
 typedef struct OutboxShared
 {
 	slock_t		mutex;
+
+	/* Fixed at server start */
+	char		database[NAMEDATALEN];
+	char		slot_name[NAMEDATALEN];
+	char		previous_slot_name[NAMEDATALEN];	/* see drop_previous_slot() */
+	char		webhook_id_prefix[NAMEDATALEN + 8]; /* see outbox_webhook_id() */
 
 	/* Latches of the running workers (NULL when not running) */
 	Latch	   *decoder_latch;
@@ -161,6 +174,8 @@ extern OutboxShared *outbox_shared;
 
 extern void outbox_shmem_request(void);
 extern void outbox_shmem_startup(void);
+extern void outbox_shmem_select(int index);
+extern OutboxShared *outbox_shmem_lookup(void);
 extern void outbox_wake_dispatcher(bool scan);
 extern void outbox_wake_decoder(void);
 extern bool outbox_ring_put(const char *data, uint32 len);

@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -23,13 +24,24 @@
 
 #include "outbox.h"
 
+/* One OutboxShared per database served, in outbox_database_name() order */
+static OutboxShared *outbox_all = NULL;
+
+/* The state of this process's database; NULL if the workers do not serve it */
 OutboxShared *outbox_shared = NULL;
+static bool outbox_shared_looked_up = false;
+
+static Size
+outbox_shmem_size(void)
+{
+	return mul_size(outbox_database_count(), MAXALIGN(sizeof(OutboxShared)));
+}
 
 void
 outbox_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(OutboxShared)));
-	RequestNamedLWLockTranche("outbox", 1);
+	RequestAddinShmemSpace(outbox_shmem_size());
+	RequestNamedLWLockTranche("outbox", outbox_database_count());
 }
 
 void
@@ -38,28 +50,81 @@ outbox_shmem_startup(void)
 	bool		found;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	outbox_shared = ShmemInitStruct("outbox", sizeof(OutboxShared), &found);
+	outbox_all = ShmemInitStruct("outbox", outbox_shmem_size(), &found);
 	if (!found)
 	{
-		SpinLockInit(&outbox_shared->mutex);
-		outbox_shared->decoder_latch = NULL;
-		outbox_shared->dispatcher_latch = NULL;
-		outbox_shared->extension_ready = false;
-		outbox_shared->extension_checked = false;
-		outbox_shared->decoder_streaming = false;
-		outbox_shared->scan_requested = true;
-		outbox_shared->decoded_upto = InvalidXLogRecPtr;
-		for (int i = 0; i < NUM_COUNTERS; i++)
-			pg_atomic_init_u64(&outbox_shared->counters[i], 0);
-		outbox_shared->stats_reset = GetCurrentTimestamp();
-		memset(&outbox_shared->decoder, 0, sizeof(OutboxWorkerState));
-		memset(&outbox_shared->dispatcher, 0, sizeof(OutboxWorkerState));
-		outbox_shared->status_lock = &(GetNamedLWLockTranche("outbox"))->lock;
-		outbox_shared->n_targets = 0;
-		outbox_shared->ring_head = 0;
-		outbox_shared->ring_tail = 0;
+		LWLockPadded *locks = GetNamedLWLockTranche("outbox");
+
+		for (int i = 0; i < outbox_database_count(); i++)
+		{
+			OutboxShared *sh = (OutboxShared *)
+				((char *) outbox_all + i * MAXALIGN(sizeof(OutboxShared)));
+
+			SpinLockInit(&sh->mutex);
+			strlcpy(sh->database, outbox_database_name(i), NAMEDATALEN);
+			strlcpy(sh->slot_name, outbox_database_slot(i), NAMEDATALEN);
+			strlcpy(sh->previous_slot_name, outbox_database_previous_slot(i),
+					NAMEDATALEN);
+			if (outbox_database_count() == 1)
+				strlcpy(sh->webhook_id_prefix, "msg_", sizeof(sh->webhook_id_prefix));
+			else
+				snprintf(sh->webhook_id_prefix, sizeof(sh->webhook_id_prefix),
+						 "msg_%s_", outbox_database_tag(i));
+			sh->decoder_latch = NULL;
+			sh->dispatcher_latch = NULL;
+			sh->extension_ready = false;
+			sh->extension_checked = false;
+			sh->decoder_streaming = false;
+			sh->scan_requested = true;
+			sh->decoded_upto = InvalidXLogRecPtr;
+			for (int c = 0; c < NUM_COUNTERS; c++)
+				pg_atomic_init_u64(&sh->counters[c], 0);
+			sh->stats_reset = GetCurrentTimestamp();
+			memset(&sh->decoder, 0, sizeof(OutboxWorkerState));
+			memset(&sh->dispatcher, 0, sizeof(OutboxWorkerState));
+			sh->status_lock = &locks[i].lock;
+			sh->n_targets = 0;
+			sh->ring_head = 0;
+			sh->ring_tail = 0;
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * A worker serves the database at "index" in the list.
+ */
+void
+outbox_shmem_select(int index)
+{
+	Assert(outbox_all != NULL && index >= 0 && index < outbox_database_count());
+	outbox_shared = (OutboxShared *)
+		((char *) outbox_all + index * MAXALIGN(sizeof(OutboxShared)));
+	outbox_shared_looked_up = true;
+}
+
+/*
+ * The shared state of the current database, for backends; NULL when the
+ * library is not preloaded or the workers do not serve this database.  The
+ * first call must be made inside a transaction (it looks up the database's
+ * name); the answer is kept, since a backend never changes database.
+ */
+OutboxShared *
+outbox_shmem_lookup(void)
+{
+	if (!outbox_shared_looked_up && outbox_all != NULL &&
+		OidIsValid(MyDatabaseId))
+	{
+		char	   *name = get_database_name(MyDatabaseId);
+
+		for (int i = 0; name != NULL && i < outbox_database_count(); i++)
+		{
+			if (strcmp(outbox_database_name(i), name) == 0)
+				outbox_shmem_select(i);
+		}
+		outbox_shared_looked_up = true;
+	}
+	return outbox_shared;
 }
 
 /*

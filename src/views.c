@@ -3,8 +3,9 @@
  * views.c
  *	  The functions behind the monitoring views: outbox.targets (each
  *	  target's delivery state), outbox.stats (live counters) and
- *	  outbox.workers (what each worker is doing).  They read shared memory,
- *	  so they work, with empty answers, when the library is not preloaded.
+ *	  outbox.workers (what each worker is doing).  They read the shared state
+ *	  of the current database's workers, so they work, with empty answers,
+ *	  when the library is not preloaded or no worker serves the database.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +22,7 @@ PG_FUNCTION_INFO_V1(outbox_target_state);
 PG_FUNCTION_INFO_V1(outbox_stats);
 PG_FUNCTION_INFO_V1(outbox_stats_reset);
 PG_FUNCTION_INFO_V1(outbox_worker_state);
+PG_FUNCTION_INFO_V1(outbox_slot_name_sql);
 
 static Datum
 timestamp_or_null(TimestampTz ts, bool *isnull)
@@ -43,7 +45,7 @@ outbox_target_state(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	if (outbox_shared != NULL)
+	if (outbox_shmem_lookup() != NULL)
 	{
 		LWLockAcquire(outbox_shared->status_lock, LW_SHARED);
 		n_status = outbox_shared->n_targets;
@@ -105,7 +107,7 @@ outbox_stats(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	memset(nulls, 0, sizeof(nulls));
-	if (outbox_shared == NULL)
+	if (outbox_shmem_lookup() == NULL)
 	{
 		for (int i = 0; i < lengthof(nulls); i++)
 			nulls[i] = true;
@@ -134,7 +136,7 @@ outbox_stats(PG_FUNCTION_ARGS)
 Datum
 outbox_stats_reset(PG_FUNCTION_ARGS)
 {
-	if (outbox_shared == NULL)
+	if (outbox_shmem_lookup() == NULL)
 		PG_RETURN_VOID();
 	for (int i = 0; i < NUM_COUNTERS; i++)
 		pg_atomic_write_u64(&outbox_shared->counters[i], 0);
@@ -156,7 +158,7 @@ outbox_worker_state(PG_FUNCTION_ARGS)
 	const char *names[2] = {"decoder", "dispatcher"};
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (outbox_shared == NULL)
+	if (outbox_shmem_lookup() == NULL)
 		return (Datum) 0;
 
 	SpinLockAcquire(&outbox_shared->mutex);
@@ -175,4 +177,17 @@ outbox_worker_state(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * outbox.slot_name()
+ *		The slot of this database's decoder, for the outbox.workers view;
+ *		NULL when no outbox worker serves this database.
+ */
+Datum
+outbox_slot_name_sql(PG_FUNCTION_ARGS)
+{
+	if (outbox_shmem_lookup() == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(outbox_shared->slot_name));
 }

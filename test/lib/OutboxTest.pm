@@ -402,25 +402,26 @@ sub body_json
 
 =pod
 
-=item poll_until($node, $sql, $expected, $timeout)
+=item poll_until($node, $sql, $expected, $timeout, $dbname)
 
-Run $sql (in database postgres) every 50 ms until its output equals
-$expected or $timeout seconds (default $OutboxTest::timeout) pass.  Returns
-true on success; on timeout prints the last output with diag and returns
-false.
+Run $sql (in database $dbname, default postgres) every 50 ms until its
+output equals $expected or $timeout seconds (default $OutboxTest::timeout)
+pass.  Returns true on success; on timeout prints the last output with diag
+and returns false.
 
 =cut
 
 sub poll_until
 {
-	my ($node, $sql, $expected, $wait) = @_;
+	my ($node, $sql, $expected, $wait, $dbname) = @_;
+	$dbname //= 'postgres';
 	$wait = _wait_limit($wait);
 	my $deadline = time() + $wait;
 	my ($stdout, $stderr) = ('', '');
 	while (1)
 	{
 		($stdout, $stderr) = ('', '');
-		$node->psql('postgres', $sql,
+		$node->psql($dbname, $sql,
 			stdout => \$stdout, stderr => \$stderr);
 		return 1 if $stdout eq $expected && $stderr eq '';
 		last if time() >= $deadline;
