@@ -107,6 +107,13 @@ ok(!(grep { (body_json($_)->{db} // '') eq 'unserved' } read_requests($r)),
 is($node->safe_psql('unserved', 'SELECT state FROM outbox.messages'),
 	'pending', 'and pending: nothing is lost if the database is added later');
 
+# --- a list that cannot work is refused when it is written -------------------
+
+my ($ret, $out, $err) = $node->psql('postgres',
+	q{ALTER SYSTEM SET outbox.databases = 'app_a', 'app_a'});
+like($err, qr/invalid value for parameter "outbox.databases".*\n.*Database "app_a" is listed twice/,
+	'a database listed twice is refused, naming it');
+
 # --- back to one database: the slot of the other naming scheme goes away ------
 
 my $offset = log_position($node);
