@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared plumbing of the outbox examples, sourced by each example's run.sh.
 # None of it is about the outbox itself: it installs what the examples need,
 # starts a throwaway PostgreSQL cluster and the example's HTTP services, and
@@ -29,14 +30,20 @@ else
 fi
 note() { printf '   %s\n' "$*"; }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# free_ports N: N distinct TCP ports of 127.0.0.1 that are free now.
+free_ports() {
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 
 # Waits until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
-    local port=$1 i
-    for i in $(seq 300); do
+    local port=$1
+    for _ in $(seq 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
         sleep 0.05
     done
@@ -44,14 +51,13 @@ wait_port() {
     return 1
 }
 
-# start_cluster DATABASE TARGETS [EXTRA_CONF]: initdb, configure the outbox
-# for DATABASE with TARGETS ('name=url, ...'), start the server on a free
-# port of 127.0.0.1, with DATABASE created.  Exports PGHOST/PGPORT/PGUSER, so
-# psql and the Python services (libpq) find the server without arguments.
+# start_cluster PORT DATABASE TARGETS [EXTRA_CONF]: initdb, configure the
+# outbox for DATABASE with TARGETS ('name=url, ...'), create DATABASE and
+# start the server on 127.0.0.1:PORT.  Exports PGHOST/PGPORT/PGUSER, so psql
+# and the Python services (libpq) find the server without arguments.
 start_cluster() {
-    local db=$1 targets=$2 extra=${3:-}
-    export PGHOST=$work PGPORT PGUSER=postgres
-    PGPORT=$(free_port)
+    local db=$2 targets=$3 extra=${4:-}
+    export PGHOST=$work PGPORT=$1 PGUSER=postgres
     initdb -D "$work/data" -A trust -U postgres --encoding=UTF8 --locale=C -N \
         >"$work/initdb.log" 2>&1 || { cat "$work/initdb.log"; return 1; }
     cat >>"$work/data/postgresql.conf" <<EOC
@@ -124,7 +130,7 @@ example_cleanup() {
     fi
     if [[ $status -ne 0 ]]; then
         for f in "$work"/*.log; do
-            [[ -s $f ]] || continue
+            [[ -s $f && $f != */initdb.log ]] || continue
             echo "---- $(basename "$f") (last 25 lines) ----"
             tail -n 25 "$f"
         done
@@ -135,13 +141,17 @@ example_cleanup() {
 # ---------------------------------------------------------------------------
 # The entry point.
 # ---------------------------------------------------------------------------
+remove_work() {
+    if [[ -z ${OUTBOX_KEEP:-} ]]; then rm -rf "$work"; else echo "(kept $work)"; fi
+}
+
 run_example() {
     local flow=$1
     shift
     if [[ ${1:-} == --inner ]]; then
         work=$2
         shift 2
-        cd "$work"
+        cd "$work" || return 1
         trap example_cleanup EXIT
         trap 'exit 130' INT TERM
         # the Python services import examples/lib/*.py
@@ -175,6 +185,8 @@ run_example() {
     # A scratch copy of examples/: the cluster, the logs and the services'
     # files live there, owned by the user that runs the flow.
     work=$(mktemp -d "${TMPDIR:-/tmp}/outbox-example.XXXXXX")
+    trap remove_work EXIT
+    trap 'exit 130' INT TERM
     cp -r "$examples" "$work/examples"
     local inner=(bash "$work/examples/${script#"$examples/"}" --inner "$work" "$@")
     local status=0
@@ -184,11 +196,6 @@ run_example() {
             PATH="$pgbin:/usr/local/bin:/usr/bin:/bin" "${inner[@]}" || status=$?
     else
         "${inner[@]}" || status=$?
-    fi
-    if [[ -z ${OUTBOX_KEEP:-} ]]; then
-        rm -rf "$work"
-    else
-        echo "(kept $work)"
     fi
     return $status
 }

@@ -94,7 +94,6 @@ def serve(port, handle, name="service"):
 
     exit_with_parent()
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
     print(f"{name} listening on 127.0.0.1:{port}", flush=True)
     server.serve_forever()
 

@@ -70,7 +70,14 @@ line("read model rows", len(view), len(orders))
 differ = sorted(i for i in orders.keys() | view.keys() if orders.get(i) != view.get(i))
 line("rows that differ from the orders table", len(differ), 0)
 for i in differ[:5]:
-    print(f"    order {i}: orders {orders.get(i)}\n{'':14}read model {view.get(i)}")
+    if i not in view:
+        print(f"    order {i}: missing from the read model")
+    elif i not in orders:
+        print(f"    order {i}: in the read model only")
+    else:
+        print(f"    order {i}: " + "; ".join(
+            f"{name}: {a} in orders, {b} in the read model"
+            for name, a, b in zip(COLUMNS.split(", "), orders[i], view[i]) if a != b))
 
 print("RESULT: FAILED" if failed else "RESULT: OK")
 sys.exit(1 if failed else 0)

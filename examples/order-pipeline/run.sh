@@ -13,6 +13,7 @@
 # non-zero when the check fails.  --quick: 300 orders instead of 3000.
 # See README.md.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/example.sh
 source "$(dirname "$0")/../lib/example.sh"
 
 pipeline() {
@@ -26,11 +27,11 @@ pipeline() {
         shift
     done
     local here=$work/examples/order-pipeline
-    local consumer_port
-    consumer_port=$(free_port)
+    local pg_port consumer_port
+    read -r pg_port consumer_port < <(free_ports 2)
 
     say "A throwaway PostgreSQL 15 with the outbox; databases shop and readmodel"
-    start_cluster shop "readmodel=http://127.0.0.1:$consumer_port/events" \
+    start_cluster "$pg_port" shop "readmodel=http://127.0.0.1:$consumer_port/events" \
         "outbox.max_inflight = 16"
     psql_ -d shop -f "$here/schema.sql"
     # the read model's own database: the outbox does not serve it

@@ -16,7 +16,6 @@ The test data is deterministic; some of it is meant to fail:
 import argparse
 import json
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,21 +41,19 @@ def registration(i):
     return r
 
 
-retries = 0
-deadline = time.monotonic() + args.deadline
-
-
-def submit(i):
-    global retries
+def submit(i, deadline):
+    """POST registration i until the clinic accepts it; returns the number
+    of retries it took."""
     data = json.dumps(registration(i)).encode()
+    retries = 0
     while True:
         req = urllib.request.Request(args.url, data=data, method="POST",
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 if resp.status == 202:
-                    return
-        except (urllib.error.HTTPError, OSError):
+                    return retries
+        except OSError:
             pass                # the clinic is down or failed: try again
         retries += 1
         if time.monotonic() > deadline:
@@ -64,12 +61,12 @@ def submit(i):
         time.sleep(0.2)
 
 
+deadline = time.monotonic() + args.deadline
 with ThreadPoolExecutor(max_workers=8) as pool:
     futures = []
     for i in range(1, args.count + 1):
-        futures.append(pool.submit(submit, i))
+        futures.append(pool.submit(submit, i, deadline))
         time.sleep(1 / args.rate)
-    for f in futures:
-        f.result()
+    retries = sum(f.result() for f in futures)
 print(f"client: {args.count} registrations accepted "
       f"({retries} requests retried while the clinic was unavailable)", flush=True)

@@ -12,6 +12,7 @@
 # (check.sql).  Exits non-zero when the check fails.  --quick: 60
 # registrations instead of 300.  See README.md.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/example.sh
 source "$(dirname "$0")/../lib/example.sh"
 
 saga() {
@@ -25,13 +26,13 @@ saga() {
         shift
     done
     local here=$work/examples/patient-registration
-    local clinic_port idp_port sink_port
-    clinic_port=$(free_port) idp_port=$(free_port) sink_port=$(free_port)
+    local pg_port clinic_port idp_port sink_port
+    read -r pg_port clinic_port idp_port sink_port < <(free_ports 4)
 
     say "A throwaway PostgreSQL 15 with the outbox; database clinic"
     # Two targets: the saga's own steps go to the clinic service, the
     # integration events to the event sink.
-    start_cluster clinic \
+    start_cluster "$pg_port" clinic \
         "registration=http://127.0.0.1:$clinic_port/saga, events=http://127.0.0.1:$sink_port/events" \
         "outbox.max_inflight = 32"
     psql_ -d clinic -f "$here/schema.sql"
@@ -45,15 +46,15 @@ saga() {
             --port "$clinic_port" --idp "http://127.0.0.1:$idp_port"
     }
     start_clinic
-    note "clinic service   http://127.0.0.1:$clinic_port  (POST /registrations, POST /saga)"
-    note "identity provider http://127.0.0.1:$idp_port  (fails 1/3 of its calls)"
-    note "event sink       http://127.0.0.1:$sink_port  (loses 1/10 of its answers)"
+    note "clinic service     http://127.0.0.1:$clinic_port  (POST /registrations, POST /saga)"
+    note "identity provider  http://127.0.0.1:$idp_port  (fails 1/3 of its calls)"
+    note "event sink         http://127.0.0.1:$sink_port  (loses 1/10 of its answers)"
 
     say "Submitting $count registrations"
     local started=$SECONDS
     python3 "$here/client.py" --url "http://127.0.0.1:$clinic_port/registrations" \
         --count "$count" --rate 25 &
-    local client=$!
+    pids[client]=$!     # so that it is stopped too if the run fails
 
     # Kill the clinic service in the middle of the run, while steps are in
     # flight: whatever it had not committed is rolled back, and the outbox
@@ -74,7 +75,8 @@ saga() {
     start_clinic
     note "restarted it 1 s later"
 
-    wait "$client"
+    wait "${pids[client]}"
+    unset 'pids[client]'
 
     say "Waiting for every saga to finish"
     settled() {
