@@ -72,9 +72,12 @@ wal_level = logical
 output_plugin_libraries = 'pgoutput, test_decoding, outbox'
 outbox.database = '$db'
 outbox.targets = '$targets'
-# retry quickly: the examples inject failures and should finish in seconds
+# retry quickly: the examples inject failures and should finish in seconds;
+# and retry for long: no message may go dead because of the injected faults
+# (a dead saga step would leave its saga half-done until outbox_redrive)
 outbox.retry_base_delay = '50ms'
 outbox.retry_max_delay = '1s'
+outbox.max_attempts = 100
 outbox.request_timeout = '5s'
 $extra
 EOC
