@@ -43,6 +43,7 @@ static bool wake_decoder_at_commit = false;
 static bool wake_dispatcher_at_commit = false;
 
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_idempotent_plan = NULL;
 static SPIPlanPtr lookup_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr redrive_plan = NULL;
@@ -202,15 +203,29 @@ insert_message(Datum *values, char *nulls, bool *inserted)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	outbox_execute(&insert_plan,
-				   "INSERT INTO outbox.messages"
-				   " (target, payload, message_type, key, message_id, headers,"
-				   "  next_attempt_at, via_wal)"
-				   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
-				   " ON CONFLICT (target, message_id) WHERE message_id IS NOT NULL"
-				   " DO NOTHING RETURNING id",
-				   lengthof(insert_types), insert_types, values, nulls, false, 1,
-				   SPI_OK_INSERT_RETURNING);
+	/*
+	 * Without a message_id nothing can conflict, and a plain INSERT spares
+	 * the speculative insertion (a lock and a WAL record) of ON CONFLICT.
+	 */
+	if (nulls[4] == 'n')
+		outbox_execute(&insert_plan,
+					   "INSERT INTO outbox.messages"
+					   " (target, payload, message_type, key, message_id, headers,"
+					   "  next_attempt_at, via_wal)"
+					   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
+					   " RETURNING id",
+					   lengthof(insert_types), insert_types, values, nulls, false,
+					   1, SPI_OK_INSERT_RETURNING);
+	else
+		outbox_execute(&insert_idempotent_plan,
+					   "INSERT INTO outbox.messages"
+					   " (target, payload, message_type, key, message_id, headers,"
+					   "  next_attempt_at, via_wal)"
+					   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
+					   " ON CONFLICT (target, message_id) WHERE message_id IS NOT NULL"
+					   " DO NOTHING RETURNING id",
+					   lengthof(insert_types), insert_types, values, nulls, false,
+					   1, SPI_OK_INSERT_RETURNING);
 	*inserted = (SPI_processed == 1);
 
 	if (!*inserted)

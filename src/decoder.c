@@ -43,6 +43,8 @@
 #define DECODER_WAKE_EVERY		256
 /* Make the slot's position crash-safe at most this often */
 #define DECODER_SAVE_INTERVAL_MS	1000
+/* Pause after a pass that found WAL, so that passes decode several commits */
+#define DECODER_GATHER_US		1000
 /* Recheck a condition that only an administrator can fix */
 #define DECODER_RECHECK_MS		10000
 
@@ -402,6 +404,12 @@ decode_stream(MemoryContext context)
 			}
 			UpdateDecodingStats(ctx);
 			publish_progress(ctx->reader->EndRecPtr);
+
+			/*
+			 * Under load, commits come faster than one pass per commit
+			 * pays off: let a few gather before the next pass.
+			 */
+			pg_usleep(DECODER_GATHER_US);
 		}
 
 		decoder_sleep(DECODER_NAPTIME_MS);

@@ -61,6 +61,14 @@
 #define EXTENSION_CHECK_MS		1000
 /* Pause after a failed transaction before trying again */
 #define ERROR_BACKOFF_MS		1000
+/*
+ * Outcomes wait this long, or until this many are held, to be recorded
+ * together: one statement and one commit for many deliveries.  Every other
+ * transaction of the dispatcher records them first, so no scan ever sees a
+ * row as pending after it was sent.
+ */
+#define OUTCOME_LINGER_MS		20
+#define OUTCOME_BATCH			1000
 /* Rows removed by one retention pass, and how often passes run */
 #define PRUNE_BATCH				1000
 #define PRUNE_INTERVAL_MS		10000
@@ -133,6 +141,7 @@ static dlist_head done_list = DLIST_STATIC_INIT(done_list);
 static Outcome *outcomes;
 static int	n_outcomes = 0;
 static int	max_outcomes = 0;
+static TimestampTz outcomes_flush_at = 0;	/* when to record them */
 
 static bool extension_ready = false;
 static Oid	extension_oid = InvalidOid;
@@ -213,6 +222,16 @@ untrack(Tracked *t)
 
 static void
 report_missing_target(const char *target);
+
+/* Drop the outcomes held: recorded, or their rows went away */
+static void
+forget_outcomes(void)
+{
+	for (int i = 0; i < n_outcomes; i++)
+		if (outcomes[i].error)
+			pfree(outcomes[i].error);
+	n_outcomes = 0;
+}
 
 static bool secrets_problem_reported = false;
 
@@ -358,10 +377,7 @@ forget_all(void)
 		target->queued = 0;
 	}
 	dlist_init(&done_list);
-	for (int i = 0; i < n_outcomes; i++)
-		if (outcomes[i].error)
-			pfree(outcomes[i].error);
-	n_outcomes = 0;
+	forget_outcomes();
 	rescan();
 }
 
@@ -387,11 +403,15 @@ sweep_done(void)
 
 /* ---- transactions ---- */
 
+static void record_outcomes(void);
+
 /*
- * Run fn inside a transaction with SPI connected.  An ERROR is logged, the
- * transaction is aborted and false returned: the caller retries later, and
- * nothing it holds is lost.  The extension's presence is checked first; fn
- * is not called if it is missing.
+ * Run fn inside a transaction with SPI connected, after recording the
+ * outcomes held so far, so that fn never reads a row we sent as still
+ * pending.  An ERROR is logged, the transaction is aborted and false
+ * returned: the caller retries later, and nothing it holds is lost (the
+ * outcomes are kept for the next transaction).  The extension's presence is
+ * checked first; nothing is run if it is missing.
  */
 static bool
 run_in_transaction(void (*fn) (void), const char *activity)
@@ -424,11 +444,21 @@ run_in_transaction(void (*fn) (void), const char *activity)
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			PushActiveSnapshot(GetTransactionSnapshot());
+			if (n_outcomes > 0)
+			{
+				/* fn must see them: a new command, a new snapshot */
+				record_outcomes();
+				PopActiveSnapshot();
+				CommandCounterIncrement();
+				PushActiveSnapshot(GetTransactionSnapshot());
+			}
 			fn();
 			PopActiveSnapshot();
 			SPI_finish();
 		}
 		CommitTransactionCommand();
+		if (extension_ready)
+			forget_outcomes();
 
 		/*
 		 * A background worker reports its table statistics itself; without
@@ -723,13 +753,9 @@ flush_outcomes(void)
 {
 	if (n_outcomes == 0)
 		return;
-	if (run_in_transaction(record_outcomes, "record delivery outcomes"))
-	{
-		for (int i = 0; i < n_outcomes; i++)
-			if (outcomes[i].error)
-				pfree(outcomes[i].error);
-		n_outcomes = 0;
-	}
+	if (!run_in_transaction(noop, "record delivery outcomes"))
+		outcomes_flush_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														ERROR_BACKOFF_MS);
 }
 
 static void
@@ -743,6 +769,8 @@ add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 		max_outcomes = Max(64, max_outcomes * 2);
 		outcomes = repalloc(outcomes, sizeof(Outcome) * max_outcomes);
 	}
+	if (n_outcomes == 0)
+		outcomes_flush_at = TimestampTzPlusMilliseconds(now, OUTCOME_LINGER_MS);
 	o = &outcomes[n_outcomes++];
 	o->id = t->id;
 	o->attempt = t->msg->attempts + 1;
@@ -758,6 +786,10 @@ add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 	if (v->next_attempt_at != 0 &&
 		(v->next_attempt_at < next_scan_at || next_scan_at == 0))
 		next_scan_at = v->next_attempt_at;
+
+	/* The next message of a key waits for this one's durable outcome */
+	if (o->keyed || n_outcomes >= OUTCOME_BATCH)
+		outcomes_flush_at = Min(outcomes_flush_at, now);
 }
 
 static void
@@ -1361,11 +1393,10 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	take_from_ring(ringbuf);
 	sweep_done();
 
-	/* Outcomes first: a scan must not see rows we already sent */
-	if (n_outcomes > 0)
+	/* A scan records the outcomes held first; else they wait a little */
+	if (n_outcomes > 0 && now >= outcomes_flush_at)
 		flush_outcomes();
-	if ((scan_wanted || cursor_valid) && n_outcomes == 0 &&
-		any_room())
+	if ((scan_wanted || cursor_valid) && any_room())
 	{
 		if (!run_in_transaction(scan_table, "scan outbox.messages"))
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
@@ -1395,8 +1426,6 @@ next_timeout(void)
 
 	if (!extension_ready)
 		return EXTENSION_CHECK_MS;
-	if (n_outcomes > 0)
-		return ERROR_BACKOFF_MS;
 	if (awaiting_commit)
 		return 1;
 	room = any_room();
@@ -1413,6 +1442,8 @@ next_timeout(void)
 		next = probe;
 	if (next_prune_at < next)
 		next = next_prune_at;
+	if (n_outcomes > 0 && outcomes_flush_at < next)
+		next = outcomes_flush_at;
 	return Max(0, TimestampDifferenceMilliseconds(now, next));
 }
 
