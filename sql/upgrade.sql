@@ -1,7 +1,10 @@
 --
--- Upgrades: an installation of 0.1 updated to the current version has
--- exactly the objects, view definitions and function definitions of a
--- fresh installation, and keeps its data and grants.
+-- Upgrades.  Like contrib modules, the extension ships the install script of
+-- its first version and one upgrade script per later version, so a fresh
+-- CREATE EXTENSION runs the same scripts as an update does.  What an update
+-- must add is a check of its own: an installation of 0.1 updated to the
+-- current version keeps its data and grants and has every object of a
+-- fresh installation at the current version.
 --
 CREATE FUNCTION pg_temp.outbox_objects()
 RETURNS TABLE (object text, definition text, acl text, comment text)
@@ -50,6 +53,8 @@ SELECT outbox.slot_name() IS NULL AS no_slot_here;
 
 DROP EXTENSION outbox;
 CREATE EXTENSION outbox;
+SELECT extversion = (SELECT default_version FROM pg_available_extensions WHERE name = 'outbox')
+       AS fresh_install_is_current FROM pg_extension WHERE extname = 'outbox';
 CREATE TEMP TABLE fresh AS SELECT * FROM pg_temp.outbox_objects();
 
 -- nothing differs between the updated and the fresh installation
