@@ -939,13 +939,18 @@ start_request(Tracked *t, bool probe)
 	struct curl_slist *headers;
 	StringInfoData body;
 
+	/*
+	 * The body lives as long as the request, in message_context; what
+	 * JsonbToCString allocates on the side (a copy of every key and string,
+	 * numbers as text) goes to scratch_context, or it would pile up.
+	 */
 	initStringInfo(&body);
+	MemoryContextSwitchTo(scratch_context);
 	t->body = JsonbToCString(&body, &t->msg->payload->root,
 							 VARSIZE(t->msg->payload));
 	t->state = TRACK_INFLIGHT;
 	t->probe = probe;
 	t->started_at = GetCurrentTimestamp();
-	MemoryContextSwitchTo(scratch_context);
 	headers = build_headers(t->msg, t->body);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(scratch_context);
