@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The outbox benchmark proper: bash bench.sh full|quick DIR
+# The outbox benchmark proper: bash bench.sh full|quick|soak DIR [MINUTES]
 #
 # Normally started by bench/run.sh, as an unprivileged user (initdb refuses
-# root), in the scratch directory DIR that holds this script and
+# root), in the scratch directory DIR that holds this script, soak.sh and
 # wrk-post.lua.  Everything it starts listens on 127.0.0.1 only and is
-# stopped when it exits.  Phases:
+# stopped when it exits.  Phases (soak: 1, 2, then soak.sh, which replaces
+# 3 to 7 with MINUTES of producers paced at 1000/s and the workers' memory
+# sampled):
 #
 #   1. a throwaway cluster with the outbox preloaded, table orders
 #   2. nginx as the webhook receiver (POST /hook -> 204, keep-alive, an
@@ -44,7 +46,12 @@ case $mode in
     full)
         wrk_secs=5 run_secs=30 paced_rate=1000 paced_secs=30
         backlog=100000 backlog_txns=4 drain_timeout=300 settle_timeout=120 ;;
-    *) echo "usage: bench.sh full|quick DIR" >&2; exit 2 ;;
+    soak)
+        soak_minutes=${3:-10} paced_rate=1000 drain_timeout=300
+        [[ $soak_minutes =~ ^[0-9]+$ ]] && (( soak_minutes >= 2 )) ||
+            { echo "bench.sh soak: MINUTES must be a whole number >= 2" >&2; exit 2; }
+        paced_secs=$(( soak_minutes * 60 )) ;;
+    *) echo "usage: bench.sh full|quick|soak DIR [MINUTES]" >&2; exit 2 ;;
 esac
 clients=4 threads=2
 pad=$(printf 'x%.0s' $(seq 104))   # makes the payload ~200 bytes of JSON
@@ -144,6 +151,38 @@ CREATE TABLE orders (
 );
 SQL
 
+# The producers' scripts: INSERT only (the baseline), INSERT + outbox_queue
+cat >"$dir/baseline.sql" <<'EOS'
+\set c random(1, 100000)
+\set t random(100, 1000000)
+BEGIN;
+INSERT INTO orders (customer, total) VALUES (:c, :t / 100.0);
+COMMIT;
+EOS
+cat >"$dir/outbox.sql" <<EOS
+\\set c random(1, 100000)
+\\set t random(100, 1000000)
+BEGIN;
+INSERT INTO orders (customer, total) VALUES (:c, :t / 100.0);
+SELECT outbox_queue('orders', jsonb_build_object('order_id', currval('orders_id_seq'), 'customer', :c::int, 'total', :t::int / 100.0, 'note', '$pad', 'ts', extract(epoch FROM clock_timestamp())));
+COMMIT;
+EOS
+
+# Runs pgbench and sets tps; $1 names the output file
+tps=''
+run_pgbench() {
+    local name=$1
+    shift
+    pgbench_ "$@" >"$dir/pgbench-$name.txt" 2>&1 ||
+        { tail -n 30 "$dir/pgbench-$name.txt"; die "pgbench ($name) failed"; }
+    if grep -q 'aborted' "$dir/pgbench-$name.txt"; then
+        tail -n 30 "$dir/pgbench-$name.txt"; die "pgbench ($name): clients aborted"
+    fi
+    tps=$(awk '/^tps = / { print $3; exit }' "$dir/pgbench-$name.txt")
+    [[ -n $tps ]] || { tail -n 30 "$dir/pgbench-$name.txt"; die "pgbench ($name): no tps"; }
+}
+txns_of() { awk '/^number of transactions actually processed:/ { print $6; exit }' "$dir/pgbench-$1.txt"; }
+
 # The two workers, by backend type
 worker_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = '$1'"; }
 for _ in $(seq 300); do
@@ -163,6 +202,11 @@ ticks() {
 hz=$(getconf CLK_TCK)
 # kB of a /proc/<pid>/status field (VmRSS, VmHWM, RssAnon)
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# VmRSS and RssAnon in kB of the dispatcher, then of the decoder
+worker_mem() {
+    echo "$(status_kb "$disp_pid" VmRSS) $(status_kb "$disp_pid" RssAnon)" \
+         "$(status_kb "$dec_pid" VmRSS) $(status_kb "$dec_pid" RssAnon)"
+}
 
 pending() { q "SELECT count(*) FROM outbox.messages WHERE state = 'pending'"; }
 max_id() { q "SELECT coalesce(max(id), 0) FROM outbox.messages"; }
@@ -269,6 +313,130 @@ read -r st code att < <(q "SELECT state, last_status, attempts FROM outbox.messa
 log "outbox: message $first_id delivered, HTTP $code, $att attempt(s)"
 
 # ---------------------------------------------------------------------------
+# Analysis and report helpers, shared by all modes
+# ---------------------------------------------------------------------------
+# Sets restarted to the workers whose pid changed since they were found
+restarts() {
+    restarted=''
+    [[ $(worker_pid 'outbox dispatcher') == "$disp_pid" ]] || restarted+=' dispatcher'
+    [[ $(worker_pid 'outbox decoder') == "$dec_pid" ]] || restarted+=' decoder'
+}
+
+# Stops nginx (which flushes its access log) and loads the log: bench_log,
+# one row per request; bench_recv, one row per message id received
+load_access_log() {
+    nginx_stop
+    log "analysing $(wc -l <"$ngx/hooks.log") access log lines"
+    psql_ <<SQL
+CREATE TABLE bench_log (webhook_id text, msec numeric, status int, conn bigint, conn_requests int);
+COPY bench_log FROM '$ngx/hooks.log' WITH (FORMAT text, DELIMITER ' ');
+CREATE TABLE bench_recv AS
+    SELECT substr(webhook_id, 5)::bigint AS id,
+           min(msec) FILTER (WHERE status BETWEEN 200 AND 299) AS received,
+           count(*) AS requests,
+           count(*) FILTER (WHERE status BETWEEN 200 AND 299) AS ok
+      FROM bench_log
+     WHERE webhook_id ~ '^msg_[0-9]+\$'
+     GROUP BY 1;
+CREATE UNIQUE INDEX ON bench_recv (id);
+ANALYZE bench_recv;
+SQL
+}
+
+# What happened to every message queued (after load_access_log): sets
+# queued lost dups not_ok undelivered stray conns per_conn
+outcomes() {
+    queued=$(q "SELECT count(*) FROM outbox.messages")
+    lost=$(q "SELECT count(*) FROM outbox.messages m
+              WHERE NOT EXISTS (SELECT 1 FROM bench_recv r WHERE r.id = m.id AND r.ok > 0)")
+    dups=$(q "SELECT count(*) FROM bench_recv WHERE ok > 1")
+    not_ok=$(q "SELECT count(*) FROM bench_log WHERE webhook_id ~ '^msg_' AND status NOT BETWEEN 200 AND 299")
+    undelivered=$(q "SELECT count(*) FROM outbox.messages WHERE state <> 'delivered'")
+    stray=$(q "SELECT count(*) FROM bench_recv r WHERE NOT EXISTS (SELECT 1 FROM outbox.messages m WHERE m.id = r.id)")
+    # TCP connections the outbox opened to the receiver (keep-alive reuse)
+    read -r conns per_conn < <(q "SELECT count(DISTINCT conn), round(count(*)::numeric / greatest(count(DISTINCT conn), 1))
+                                  FROM bench_log WHERE webhook_id ~ '^msg_'" | tr '|' ' ')
+}
+payload_bytes() { q "SELECT round(avg(octet_length(payload::text))) FROM outbox.messages WHERE id > $1 AND id <= $2"; }
+
+# p50 p95 p99 max count of commit->receipt latency in ms for ids in (lo, hi]
+latency() {
+    q "SELECT round(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+              round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+              round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+              round(max(ms), 1), count(*)
+         FROM (SELECT (r.received + 0.001 - (m.payload->>'ts')::numeric) * 1000 AS ms
+                 FROM outbox.messages m JOIN bench_recv r USING (id)
+                WHERE m.id > $1 AND m.id <= $2 AND r.received IS NOT NULL) s" | tr '|' ' '
+}
+
+# Problems the server and nginx logged: sets server_problems ngx_problems
+log_problems() {
+    grep -E '(ERROR|FATAL|PANIC|WARNING):' "$dir/server.log" >"$dir/server-problems.txt" || true
+    server_problems=$(wc -l <"$dir/server-problems.txt")
+    ngx_problems=$(grep -cE '\[(error|crit|alert|emerg)\]' "$ngx/error.log" || true)
+}
+
+mark() { if [[ $1 == 1 ]]; then echo PASS; else echo MISS; fi; }
+ge() { awk "BEGIN { print ($1 >= $2) ? 1 : 0 }"; }
+le() { awk "BEGIN { print ($1 <= $2) ? 1 : 0 }"; }
+row() { printf '%-46s %-24s %-20s %s\n' "$@"; }
+rule() { printf '%.0s-' $(seq 100); echo; }
+title() {
+    echo
+    echo "outbox $1 — $(date -u '+%Y-%m-%d %H:%M UTC') — $(nproc) CPUs, PostgreSQL $(q "SHOW server_version"), $(uname -srm)"
+}
+# The rows every mode ends its table with (after outcomes, log_problems, restarts)
+outcome_rows() {
+    row "messages lost (never received with 2xx)" "$lost" "0" "$(mark "$( [[ $lost == 0 ]] && echo 1)")"
+    row "messages received more than once" "$dups" "0" "$(mark "$( [[ $dups == 0 ]] && echo 1)")"
+    row "TCP connections used by the outbox" "$conns (~$per_conn requests each)" "" ""
+    row "non-2xx answers / rows not delivered" "$not_ok / $undelivered" "0 / 0" \
+        "$(mark "$( [[ $not_ok == 0 && $undelivered == 0 ]] && echo 1)")"
+}
+problem_rows() {
+    row "server log ERROR/WARNING/FATAL lines" "$server_problems" "0" "$(mark "$( [[ $server_problems == 0 ]] && echo 1)")"
+    row "nginx error log lines" "$ngx_problems" "0" "$(mark "$( [[ $ngx_problems == 0 ]] && echo 1)")"
+    row "worker restarts" "${restarted:-none}" "none" "$(mark "$( [[ -z $restarted ]] && echo 1)")"
+}
+# After the table: the server's problems and what the workers logged
+server_log_summary() {
+    if [[ $server_problems -gt 0 ]]; then
+        echo
+        echo "server log problems (first 20):"
+        head -n 20 "$dir/server-problems.txt"
+    fi
+    echo
+    echo "outbox lines of the server log:"
+    grep -E 'outbox (decoder|dispatcher):' "$dir/server.log" | sed -E 's/^[^]]*\] //' |
+        grep -vE '^outbox (decoder|dispatcher): LOG:  (level: [0-9]+;|Grand total:|logging memory contexts)' |
+        sort | uniq -c | sort -rn | head -n 20 || true
+}
+
+# Verdict: only losses and broken machinery fail the run, never a timing
+# (nor a memory trend)
+verdict() {
+    local failed=()
+    [[ $lost == 0 ]] || failed+=("$lost message(s) lost")
+    [[ $undelivered == 0 ]] || failed+=("$undelivered message(s) not delivered")
+    [[ $stray == 0 ]] || failed+=("$stray received id(s) that were never queued")
+    [[ -z $restarted ]] || failed+=("worker(s) restarted:$restarted")
+    if [[ ${#failed[@]} -gt 0 ]]; then
+        printf 'bench: FAILED: %s\n' "${failed[@]}" >&2
+        exit 1
+    fi
+    echo
+    echo "bench: OK (no message lost)"
+    exit 0
+}
+
+# The soak replaces phases 3 to 7
+if [[ $mode == soak ]]; then
+    # shellcheck source=soak.sh
+    . "$dir/soak.sh"
+fi
+
+# ---------------------------------------------------------------------------
 # 3. Receiver capacity
 # ---------------------------------------------------------------------------
 run_bg wrk -t 2 -c 16 -d "${wrk_secs}s" -s "$dir/wrk-post.lua" "http://127.0.0.1:$hport/hook" \
@@ -284,37 +452,6 @@ log "receiver capacity (wrk, ${wrk_secs}s, 16 connections): $receiver_rps reques
 # ---------------------------------------------------------------------------
 # 4. Producers
 # ---------------------------------------------------------------------------
-cat >"$dir/baseline.sql" <<'EOS'
-\set c random(1, 100000)
-\set t random(100, 1000000)
-BEGIN;
-INSERT INTO orders (customer, total) VALUES (:c, :t / 100.0);
-COMMIT;
-EOS
-cat >"$dir/outbox.sql" <<EOS
-\\set c random(1, 100000)
-\\set t random(100, 1000000)
-BEGIN;
-INSERT INTO orders (customer, total) VALUES (:c, :t / 100.0);
-SELECT outbox_queue('orders', jsonb_build_object('order_id', currval('orders_id_seq'), 'customer', :c::int, 'total', :t::int / 100.0, 'note', '$pad', 'ts', extract(epoch FROM clock_timestamp())));
-COMMIT;
-EOS
-
-# Runs pgbench and sets tps; $1 names the output file
-tps=''
-run_pgbench() {
-    local name=$1
-    shift
-    pgbench_ "$@" >"$dir/pgbench-$name.txt" 2>&1 ||
-        { tail -n 30 "$dir/pgbench-$name.txt"; die "pgbench ($name) failed"; }
-    if grep -q 'aborted' "$dir/pgbench-$name.txt"; then
-        tail -n 30 "$dir/pgbench-$name.txt"; die "pgbench ($name): clients aborted"
-    fi
-    tps=$(awk '/^tps = / { print $3; exit }' "$dir/pgbench-$name.txt")
-    [[ -n $tps ]] || { tail -n 30 "$dir/pgbench-$name.txt"; die "pgbench ($name): no tps"; }
-}
-txns_of() { awk '/^number of transactions actually processed:/ { print $6; exit }' "$dir/pgbench-$1.txt"; }
-
 q "CHECKPOINT" >/dev/null
 dec0=$(ticks "$dec_pid")
 run_pgbench baseline -T "$run_secs" -f "$dir/baseline.sql"; tps_base=$tps
@@ -419,8 +556,7 @@ paced_lo=$(max_id)
 dec0p=$(ticks "$dec_pid") disp0p=$(ticks "$disp_pid") t_p0=$(now)
 (
     while :; do
-        echo "$(date +%s.%N) $(status_kb "$disp_pid" VmRSS) $(status_kb "$disp_pid" RssAnon)" \
-             "$(status_kb "$dec_pid" VmRSS) $(status_kb "$dec_pid" RssAnon) $(ticks "$disp_pid")"
+        echo "$(date +%s.%N) $(worker_mem) $(ticks "$disp_pid")"
         sleep 1
     done
 ) >"$dir/rss.txt" &
@@ -452,49 +588,10 @@ disp_hwm=$(status_kb "$disp_pid" VmHWM)
 dec_hwm=$(status_kb "$dec_pid" VmHWM)
 disp_anon=$(status_kb "$disp_pid" RssAnon)
 dec_anon=$(status_kb "$dec_pid" RssAnon)
-restarted=''
-[[ $(worker_pid 'outbox dispatcher') == "$disp_pid" ]] || restarted+=' dispatcher'
-[[ $(worker_pid 'outbox decoder') == "$dec_pid" ]] || restarted+=' decoder'
-nginx_stop   # flushes the access log
-log "analysing $(wc -l <"$ngx/hooks.log") access log lines"
-
-psql_ <<SQL
-CREATE TABLE bench_log (webhook_id text, msec numeric, status int, conn bigint, conn_requests int);
-COPY bench_log FROM '$ngx/hooks.log' WITH (FORMAT text, DELIMITER ' ');
-CREATE TABLE bench_recv AS
-    SELECT substr(webhook_id, 5)::bigint AS id,
-           min(msec) FILTER (WHERE status BETWEEN 200 AND 299) AS received,
-           count(*) AS requests,
-           count(*) FILTER (WHERE status BETWEEN 200 AND 299) AS ok
-      FROM bench_log
-     WHERE webhook_id ~ '^msg_[0-9]+\$'
-     GROUP BY 1;
-CREATE UNIQUE INDEX ON bench_recv (id);
-ANALYZE bench_recv;
-SQL
-
-queued=$(q "SELECT count(*) FROM outbox.messages")
-lost=$(q "SELECT count(*) FROM outbox.messages m
-          WHERE NOT EXISTS (SELECT 1 FROM bench_recv r WHERE r.id = m.id AND r.ok > 0)")
-dups=$(q "SELECT count(*) FROM bench_recv WHERE ok > 1")
-not_ok=$(q "SELECT count(*) FROM bench_log WHERE webhook_id ~ '^msg_' AND status NOT BETWEEN 200 AND 299")
-undelivered=$(q "SELECT count(*) FROM outbox.messages WHERE state <> 'delivered'")
-stray=$(q "SELECT count(*) FROM bench_recv r WHERE NOT EXISTS (SELECT 1 FROM outbox.messages m WHERE m.id = r.id)")
-# TCP connections the outbox opened to the receiver (keep-alive reuse)
-read -r conns per_conn < <(q "SELECT count(DISTINCT conn), round(count(*)::numeric / greatest(count(DISTINCT conn), 1))
-                              FROM bench_log WHERE webhook_id ~ '^msg_'" | tr '|' ' ')
-payload_bytes=$(q "SELECT round(avg(octet_length(payload::text))) FROM outbox.messages WHERE id > $live_lo AND id <= $live_hi")
-
-# p50 p95 p99 max count of commit->receipt latency in ms for ids in (lo, hi]
-latency() {
-    q "SELECT round(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-              round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-              round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-              round(max(ms), 1), count(*)
-         FROM (SELECT (r.received + 0.001 - (m.payload->>'ts')::numeric) * 1000 AS ms
-                 FROM outbox.messages m JOIN bench_recv r USING (id)
-                WHERE m.id > $1 AND m.id <= $2 AND r.received IS NOT NULL) s" | tr '|' ' '
-}
+restarts
+load_access_log
+outcomes
+payload_bytes=$(payload_bytes "$live_lo" "$live_hi")
 read -r lp50 lp95 lp99 lpmax lpn < <(latency "$paced_lo" "$paced_hi")
 read -r lu50 lu95 lu99 lumax lun < <(latency "$live_lo" "$live_hi")
 
@@ -525,30 +622,19 @@ trend() {
 disp_trend=$(trend "$d_anon0" "$d_anon1")
 dec_trend=$(trend "$e_anon0" "$e_anon1")
 
-# Problems the server logged
-grep -E '(ERROR|FATAL|PANIC|WARNING):' "$dir/server.log" >"$dir/server-problems.txt" || true
-server_problems=$(wc -l <"$dir/server-problems.txt")
-ngx_problems=$(grep -cE '\[(error|crit|alert|emerg)\]' "$ngx/error.log" || true)
-
-pgver=$(q "SHOW server_version")
+log_problems
 
 # ---------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------
-mark() { if [[ $1 == 1 ]]; then echo PASS; else echo MISS; fi; }
-ge() { awk "BEGIN { print ($1 >= $2) ? 1 : 0 }"; }
-le() { awk "BEGIN { print ($1 <= $2) ? 1 : 0 }"; }
-
 ratio=$(calc %.3f "$tps_outbox / $tps_base")
 receiver_x=$(calc %.1f "$receiver_rps / $drain_rate_ff")
 
-row() { printf '%-46s %-24s %-20s %s\n' "$@"; }
-echo
-echo "outbox benchmark ($mode) — $(date -u '+%Y-%m-%d %H:%M UTC') — $(nproc) CPUs, PostgreSQL $pgver, $(uname -srm)"
+title "benchmark ($mode)"
 echo "producers: pgbench -M prepared -c $clients -j $threads; payload ~$payload_bytes bytes of JSON"
-printf '%.0s-' $(seq 100); echo
+rule
 row "measure" "value" "target" ""
-printf '%.0s-' $(seq 100); echo
+rule
 row "receiver capacity (wrk, ${wrk_secs}s)" "$(calc %.0f "$receiver_rps") req/s" ">= 3x drain rate" \
     "$( [[ $(ge "$receiver_rps" "3 * $drain_rate_ff") == 1 ]] && echo "ok (${receiver_x}x)" || echo "RECEIVER-BOUND (${receiver_x}x)")"
 row "TPS baseline (INSERT; COMMIT), ${run_secs}s" "$(calc %.0f "$tps_base")" "" ""
@@ -569,11 +655,7 @@ row "  max" "$lpmax ms" "" ""
 row "latency unpaced $(calc %.0f "$tps_outbox")/s ($lun msgs) p50/p95" "$lu50 / $lu95 ms" "" ""
 row "  p99/max" "$lu99 / $lumax ms" "" ""
 row "messages queued (whole run)" "$queued" "" ""
-row "messages lost (never received with 2xx)" "$lost" "0" "$(mark "$( [[ $lost == 0 ]] && echo 1)")"
-row "messages received more than once" "$dups" "0" "$(mark "$( [[ $dups == 0 ]] && echo 1)")"
-row "TCP connections used by the outbox" "$conns (~$per_conn requests each)" "" ""
-row "non-2xx answers / rows not delivered" "$not_ok / $undelivered" "0 / 0" \
-    "$(mark "$( [[ $not_ok == 0 && $undelivered == 0 ]] && echo 1)")"
+outcome_rows
 row "dispatcher CPU s/10k msgs live/paced/drain" "$cpu_disp_live / $cpu_disp_paced / $cpu_disp_drain" "" ""
 row "decoder CPU s/10k msgs live/paced/backlog" "$cpu_dec_live / $cpu_dec_paced / $cpu_dec_drain" "" ""
 row "decoder CPU s/10k unrelated txns (baseline)" "$cpu_dec_base" "" ""
@@ -587,10 +669,8 @@ row "RSS paced run, dispatcher ($rss_n samples)" "$((d_rss0 / 1024))->$((d_rss1 
 row "  private (RssAnon)" "$((d_anon0 / 1024))->$((d_anon1 / 1024)) MB" "" "$disp_trend"
 row "RSS paced run, decoder" "$((e_rss0 / 1024))->$((e_rss1 / 1024)) MB, max $((e_rssmax / 1024))" "" ""
 row "  private (RssAnon)" "$((e_anon0 / 1024))->$((e_anon1 / 1024)) MB" "" "$dec_trend"
-row "server log ERROR/WARNING/FATAL lines" "$server_problems" "0" "$(mark "$( [[ $server_problems == 0 ]] && echo 1)")"
-row "nginx error log lines" "$ngx_problems" "0" "$(mark "$( [[ $ngx_problems == 0 ]] && echo 1)")"
-row "worker restarts" "${restarted:-none}" "none" "$(mark "$( [[ -z $restarted ]] && echo 1)")"
-printf '%.0s-' $(seq 100); echo
+problem_rows
+rule
 echo "latency = receipt - commit, an upper bound: commit = clock_timestamp() in the outbox_queue"
 echo "statement (before COMMIT and its fsync); receipt = nginx \$msec + 1 ms (\$msec is truncated"
 echo "to the millisecond). Drain: the receiver is stopped while the backlog is queued and timed"
@@ -601,27 +681,5 @@ if [[ $mode == quick ]]; then
     echo "(--quick: short runs and small sizes; the numbers are indicative only)"
 fi
 
-if [[ $server_problems -gt 0 ]]; then
-    echo
-    echo "server log problems (first 20):"
-    head -n 20 "$dir/server-problems.txt"
-fi
-echo
-echo "outbox lines of the server log:"
-grep -E 'outbox (decoder|dispatcher):' "$dir/server.log" | sed -E 's/^[^]]*\] //' |
-    sort | uniq -c | sort -rn | head -n 20 || true
-
-# ---------------------------------------------------------------------------
-# Verdict: only losses and broken machinery fail the run, never a timing
-# ---------------------------------------------------------------------------
-failed=()
-[[ $lost == 0 ]] || failed+=("$lost message(s) lost")
-[[ $undelivered == 0 ]] || failed+=("$undelivered message(s) not delivered")
-[[ $stray == 0 ]] || failed+=("$stray received id(s) that were never queued")
-[[ -z $restarted ]] || failed+=("worker(s) restarted:$restarted")
-if [[ ${#failed[@]} -gt 0 ]]; then
-    printf 'bench: FAILED: %s\n' "${failed[@]}" >&2
-    exit 1
-fi
-echo
-echo "bench: OK (no message lost)"
+server_log_summary
+verdict

@@ -3,11 +3,28 @@
 #
 #   bash bench/run.sh            # full run: about 4 minutes on 2 cores
 #   bash bench/run.sh --quick    # small sizes, 5 s runs: under a minute
+#   bash bench/run.sh --soak [--soak-minutes N]   # N minutes (default 10) + ~10 s
 #
 # Full: 30 s pgbench runs (4 clients), a 100,000-message backlog, latency
 # paced at 1000 messages/s for 30 s.  --quick: 5 s runs, 5,000 messages,
 # 200 messages/s for 5 s; it is meant for the test suite and checks the
 # machinery (no message lost), not the timing targets.
+#
+# --soak: is the workers' memory flat over a long run?  The same cluster and
+# receiver, then pgbench paced at 1000 transactions/s (outbox_queue, 4
+# clients) for N minutes (--soak-minutes N, at least 2; default 10) and
+# nothing else (no wrk, baseline or drain).  Every 10 s it samples each
+# worker's VmRSS and RssAnon (/proc/<pid>/status), the messages pending
+# and delivered; every minute each worker's memory contexts too
+# (pg_log_backend_memory_contexts(), its "Grand total" read back from the
+# server log).  The table gives per worker RssAnon at minute 1 (after
+# warm-up), at the end, its max and its slope (kB/min, least squares over
+# minute 1 to the end), the memory contexts at minute 1 and at the end, and
+# a verdict: "flat" when RssAnon grew by less than 2 MB and 200 kB/min,
+# else "GROWING"; then messages queued, delivered, lost, duplicated and the
+# latency over the whole soak.  The raw samples (soak-samples.txt) and the
+# workers' smaps stay in the scratch directory, which a soak always keeps
+# (its cluster removed on success).  Not part of the test suite.
 #
 # As root on Debian 12 it installs what it needs with apt-get (PostgreSQL 15
 # and the build dependencies through test/install-deps.sh, plus nginx-light,
@@ -20,21 +37,33 @@
 # Exit status: 0 when the benchmark ran and no message was lost, whatever
 # the timings; non-zero when a message was lost or something broke.  The
 # scratch directory is removed on success and kept on failure (OUTBOX_KEEP=1
-# keeps it always).
+# keeps it always; a soak keeps it but for the cluster).  The memory verdict
+# of a soak, like the timings, does not fail the run.
 set -euo pipefail
 
 pgbin=/usr/lib/postgresql/15/bin
 export PATH="$pgbin:$PATH"
 
-mode=full
-for arg in "$@"; do
-    case $arg in
+usage="usage: bash bench/run.sh [--quick | --soak [--soak-minutes N]]"
+mode=full soak_minutes=10
+while [[ $# -gt 0 ]]; do
+    case $1 in
         --quick) mode=quick ;;
         --full) mode=full ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-        *) echo "usage: bash bench/run.sh [--quick]" >&2; exit 2 ;;
+        --soak) mode=soak ;;
+        --soak-minutes)
+            [[ $# -ge 2 ]] || { echo "$usage" >&2; exit 2; }
+            mode=soak soak_minutes=$2; shift ;;
+        --soak-minutes=*) mode=soak; soak_minutes=${1#*=} ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+        *) echo "$usage" >&2; exit 2 ;;
     esac
+    shift
 done
+if [[ $mode == soak ]] && ! { [[ $soak_minutes =~ ^[0-9]+$ ]] && (( soak_minutes >= 2 )); }; then
+    echo "bench: --soak-minutes takes a whole number of minutes, at least 2" >&2
+    exit 2
+fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -111,7 +140,10 @@ finish() {
         kill -TERM "$inner_pid" 2>/dev/null || true
         wait "$inner_pid" 2>/dev/null || true
     fi
-    if [[ $status -eq 0 && -z ${OUTBOX_KEEP:-} ]]; then
+    if [[ $status -eq 0 && -z ${OUTBOX_KEEP:-} && $mode == soak ]]; then
+        rm -rf "$work/data"
+        echo "(soak samples and logs kept in $work)"
+    elif [[ $status -eq 0 && -z ${OUTBOX_KEEP:-} ]]; then
         rm -rf "$work"
     else
         echo "(scratch directory kept: $work)"
@@ -123,7 +155,7 @@ trap finish EXIT
 forward() { [[ -z $inner_pid ]] || kill -TERM "$inner_pid" 2>/dev/null || true; }
 trap forward INT TERM
 
-cp bench/bench.sh bench/wrk-post.lua "$work/"
+cp bench/bench.sh bench/soak.sh bench/wrk-post.lua "$work/"
 
 pass_env=(HOME="$work" LANG=C.UTF-8 TZ=UTC
           PATH="$pgbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -135,7 +167,7 @@ if [[ $(id -u) -eq 0 ]]; then
 else
     as_user=()
 fi
-"${as_user[@]}" env -i "${pass_env[@]}" bash "$work/bench.sh" "$mode" "$work" &
+"${as_user[@]}" env -i "${pass_env[@]}" bash "$work/bench.sh" "$mode" "$work" "$soak_minutes" &
 inner_pid=$!
 while :; do
     status=0
