@@ -20,6 +20,19 @@
  * outcomes collected so far with one UPDATE in one transaction.  An outcome
  * is only ever recorded after its HTTP response (at-least-once).
  *
+ * Table scans sweep the due rows in (next_attempt_at, id) order with a
+ * keyset cursor, and a sweep does not go back to the start when it reaches
+ * the end: the next scan goes on from where the last one stopped and reads
+ * only what became due since.  No row is passed by: the sweep's position is
+ * at most the now() of the last scan, a retry is due after its attempt
+ * ended, a message for later at its time, and a row committed with an
+ * earlier time comes through the ring (outbox_queue) or asks for a sweep
+ * from the start (outbox_send, outbox_redrive).  A message refused for its
+ * key is looked up when the one in front of it is finished (see
+ * ordering.c).  Anything else the dispatcher lets go of behind the sweep (a
+ * full queue, an open circuit, a reload, a failed gate check) makes it
+ * start over, as it does every SAFETY_SCAN_MS as a safety net.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -150,14 +163,20 @@ static Oid	extension_oid = InvalidOid;
 static bool gate_needed = false;
 
 /* Table scan state: a keyset cursor over (next_attempt_at, id) */
-static bool scan_wanted = true;
-static bool cursor_valid = false;
+static bool scan_wanted = true; /* sweep on at the next turn */
+static bool scan_restart = true;	/* ... from the start */
+static bool cursor_valid = false;	/* the sweep has a position */
 static TimestampTz cursor_time;
 static int64 cursor_id;
-static TimestampTz next_scan_at = 0;
+static TimestampTz next_scan_at = 0;	/* sweep on then: rows become due */
+static TimestampTz restart_scan_at = 0; /* sweep from the start then */
+
+/* When to try again to fetch the next message of keys, after an error */
+static TimestampTz lookup_retry_at = 0;
 
 static SPIPlanPtr scan_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr key_head_plan = NULL;
 static SPIPlanPtr outcome_plan = NULL;
 static SPIPlanPtr probe_plan = NULL;
 static SPIPlanPtr prune_messages_plan = NULL;
@@ -173,6 +192,7 @@ free_plans(void)
 {
 	outbox_forget_plan(&scan_plan);
 	outbox_forget_plan(&next_due_plan);
+	outbox_forget_plan(&key_head_plan);
 	outbox_forget_plan(&outcome_plan);
 	outbox_forget_plan(&probe_plan);
 	outbox_forget_plan(&prune_messages_plan);
@@ -287,13 +307,21 @@ tracked_entry(OutboxMessage *msg, XLogRecPtr forget_after,
 /*
  * Queue msg for sending; t is its DONE entry if it has one.  A message whose
  * target is not configured, or has an open circuit, is not queued: it waits
- * in the table.
+ * in the table.  Returns the entry, or NULL if the message was not queued.
+ *
+ * first_in_key: msg has a key, and was found to be the first pending
+ * message of it, so the per-key gate need not check it.  Such a message is
+ * queued even when the queue is full: one is found per keyed message
+ * finished, so the queue stays bounded, and leaving it in the table would
+ * take a sweep from the start to find it again.
  */
-static void
-track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
+static Tracked *
+track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
+	  bool first_in_key)
 {
 	OutboxTarget *target = outbox_target_get(msg->target);
-	bool		full = target != NULL && target->queued >= TARGET_QUEUE_CAP;
+	bool		full = target != NULL && !first_in_key &&
+		target->queued >= TARGET_QUEUE_CAP;
 
 	if (full)
 		target->overflowed = true;	/* scan for it when there is room */
@@ -307,23 +335,25 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t)
 			dlist_delete(&t->node);
 			untrack(t);
 		}
-		return;
+		return NULL;
 	}
 
 	t = tracked_entry(msg, forget_after, target, t);
 	t->state = TRACK_QUEUED;
-	if (msg->key)
+	t->gate_ok = first_in_key;
+	if (msg->key && !first_in_key)
 		gate_needed = true;
 	dlist_push_tail(&target->queue, &t->node);
 	target->queued++;
+	return t;
 }
 
-/* Scan the table from the start, at the next turn of the loop */
+/* Sweep the table from the start, at the next turn of the loop */
 static void
 rescan(void)
 {
 	scan_wanted = true;
-	cursor_valid = false;
+	scan_restart = true;
 }
 
 /* Drop the target's queue: its messages wait in the table */
@@ -516,21 +546,34 @@ any_room(void)
 	return false;
 }
 
-/* The targets a scan looks for: those with room in their queue */
+/*
+ * The targets a scan looks for: those with room in their queue.  A target
+ * left out for want of room is marked overflowed, since the sweep passes
+ * its due rows by: when it has room again the sweep starts over.  (One with
+ * an open circuit gets a new sweep when the circuit closes.)  *limit is set
+ * to the rows that fit in every queue looked for, so that the scan cannot
+ * overfill one and make the sweep start over.
+ */
 static Datum
-sendable_targets(void)
+sendable_targets(int *limit)
 {
 	List	   *targets = outbox_target_all();
 	Datum	   *names = palloc(sizeof(Datum) * Max(list_length(targets), 1));
 	int			n = 0;
 	ListCell   *lc;
 
+	*limit = SCAN_BATCH;
 	foreach(lc, targets)
 	{
 		OutboxTarget *target = lfirst(lc);
 
 		if (has_room(target))
+		{
 			names[n++] = CStringGetTextDatum(target->name);
+			*limit = Min(*limit, TARGET_QUEUE_CAP - target->queued);
+		}
+		else if (!target->open)
+			target->overflowed = true;
 	}
 	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
 										   TYPALIGN_INT));
@@ -584,7 +627,8 @@ message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
 }
 
 /*
- * Fetch the next batch of due rows and queue those not already held.
+ * Fetch the next batch of due rows after the sweep's position and queue
+ * those not already held.
  */
 static void
 scan_table(void)
@@ -594,11 +638,12 @@ scan_table(void)
 	XLogRecPtr	scan_lsn;
 	StringInfoData buf;
 	uint64		nrows;
+	int			limit;
 
-	values[0] = sendable_targets();
+	values[0] = sendable_targets(&limit);
 	values[1] = TimestampTzGetDatum(cursor_valid ? cursor_time : DT_NOBEGIN);
 	values[2] = Int64GetDatum(cursor_valid ? cursor_id : 0);
-	values[3] = Int32GetDatum(SCAN_BATCH);
+	values[3] = Int32GetDatum(limit);
 	outbox_execute(&scan_plan,
 				   "SELECT " MESSAGE_COLUMNS
 				   "  FROM outbox.messages"
@@ -624,6 +669,7 @@ scan_table(void)
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		Tracked    *t = find_tracked(id);
+		char	   *key;
 
 		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 		cursor_id = id;
@@ -631,18 +677,37 @@ scan_table(void)
 
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;
-		track(message_from_row(tup, desc, &buf), scan_lsn, t);
+		key = text_or_null(tup, desc, 5);
+		if (key != NULL)
+		{
+			char	   *target = text_or_null(tup, desc, 2);
+
+			/*
+			 * Another message of its key is in flight: it waits, and is
+			 * looked up when that one is finished.  The gate would say so
+			 * too, after building the message; a sweep from the start meets
+			 * many such.
+			 */
+			if (outbox_key_busy(target, key))
+			{
+				outbox_key_wait(target, key);
+				continue;
+			}
+		}
+		track(message_from_row(tup, desc, &buf), scan_lsn, t, false);
 		outbox_count(STAT_SCANNED, 1);
 	}
 
-	if (nrows < SCAN_BATCH)
+	if (nrows < (uint64) limit)
 	{
-		/* Reached the end: start over next time, when something is due */
+		/*
+		 * Reached the end: go on from here when the next row becomes due.
+		 * Rows due later than now() are ahead of the sweep's position,
+		 * which is at most now().
+		 */
 		Oid			due_types[] = {TEXTARRAYOID};
 		bool		isnull;
-		TimestampTz now = GetCurrentTimestamp();
 
-		cursor_valid = false;
 		scan_wanted = false;
 		outbox_execute(&next_due_plan,
 					   "SELECT min(next_attempt_at) FROM outbox.messages"
@@ -650,7 +715,7 @@ scan_table(void)
 					   "   AND target = ANY ($1)",
 					   lengthof(due_types), due_types, values, NULL, true, 1,
 					   SPI_OK_SELECT);
-		next_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
+		next_scan_at = restart_scan_at;
 		if (SPI_processed == 1)
 		{
 			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
@@ -659,6 +724,105 @@ scan_table(void)
 			if (!isnull && DatumGetTimestampTz(d) < next_scan_at)
 				next_scan_at = DatumGetTimestampTz(d);
 		}
+	}
+	pfree(buf.data);
+}
+
+/*
+ * Fetch the first pending message of each key due to be looked up (see
+ * outbox_key_lookup()), in the order the per-key gate uses: the message in
+ * front of it was delivered or is dead, or it is a retry now due.  Outcomes
+ * held were recorded by run_in_transaction() before this runs.  One index
+ * probe per key, however many messages wait.  Being first in its key, a
+ * message found here needs no gate check.  One not due yet is looked up
+ * again when it is.
+ */
+static void
+fetch_key_heads(void)
+{
+	/* The time now() gives, which decides whether a message is due */
+	List	   *lookups = outbox_keys_due(GetCurrentTransactionStartTimestamp());
+	Oid			types[] = {TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[2];
+	Datum	   *targets = palloc(sizeof(Datum) * list_length(lookups));
+	Datum	   *keys = palloc(sizeof(Datum) * list_length(lookups));
+	int			n = 0;
+	XLogRecPtr	scan_lsn;
+	StringInfoData buf;
+	ListCell   *lc;
+
+	foreach(lc, lookups)
+	{
+		OutboxKey  *k = lfirst(lc);
+		OutboxTarget *target = outbox_target_get(k->target);
+
+		/*
+		 * A removed target's messages wait for the reload that brings it
+		 * back, which sweeps from the start; so does the closing of a
+		 * circuit.  A full queue is no reason to wait: see track().
+		 */
+		if (target == NULL || target->open)
+			continue;
+		targets[n] = CStringGetTextDatum(k->target);
+		keys[n++] = CStringGetTextDatum(k->key);
+	}
+	if (n == 0)
+		return;
+
+	values[0] = PointerGetDatum(construct_array(targets, n, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	outbox_execute(&key_head_plan,
+				   "SELECT m.*, m.next_attempt_at <= now()"
+				   "  FROM unnest($1, $2) AS k(target, key)"
+				   " CROSS JOIN LATERAL ("
+				   "   SELECT " MESSAGE_COLUMNS
+				   "     FROM outbox.messages"
+				   "    WHERE state = 'pending' AND target = k.target"
+				   "      AND key = k.key"
+				   "    ORDER BY " OUTBOX_KEY_ORDER " LIMIT 1) AS m",
+				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+
+	/* As in scan_table(): a copy in the ring comes before this position */
+	scan_lsn = GetXLogInsertRecPtr();
+	initStringInfo(&buf);
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *target = text_or_null(tup, desc, 2);
+		char	   *key = text_or_null(tup, desc, 5);
+		bool		due = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+		Tracked    *t = find_tracked(id);
+
+		/*
+		 * Whatever becomes of this message, the messages behind it may have
+		 * been refused: look up the key again when it is finished.
+		 */
+		outbox_key_wait(target, key);
+
+		if (t != NULL && t->state != TRACK_DONE)
+		{
+			/* Already queued from the ring or a scan, or in flight */
+			if (t->state == TRACK_QUEUED)
+				t->gate_ok = true;
+			continue;
+		}
+		if (outbox_key_busy(target, key))
+			continue;			/* another message of the key is in flight */
+		if (!due)
+		{
+			outbox_key_lookup(target, key,
+							  DatumGetTimestampTz(SPI_getbinval(tup, desc, 9,
+																&isnull)));
+			continue;
+		}
+		if (track(message_from_row(tup, desc, &buf), scan_lsn, t, true))
+			outbox_count(STAT_SCANNED, 1);
 	}
 	pfree(buf.data);
 }
@@ -810,10 +974,27 @@ request_done(OutboxHttpResult *r)
 	}
 	add_outcome(t, &v, r, now);
 
-	if (t->msg->key && outbox_key_finished(target->name, t->msg->key))
+	if (t->msg->key)
 	{
-		/* A later message of this key waits in the table: look for it */
-		rescan();
+		bool		retry = (strcmp(v.state, "pending") == 0);
+		bool		waiting = outbox_key_finished(target->name, t->msg->key);
+
+		if (retry)
+		{
+			/*
+			 * Still first in its key: later messages refused meanwhile wait
+			 * for it.  It is fetched again when due, rather than when a scan
+			 * reaches it behind newer messages (see ordering.c).
+			 */
+			if (waiting)
+				outbox_key_wait(target->name, t->msg->key);
+			outbox_key_lookup(target->name, t->msg->key, v.next_attempt_at);
+		}
+		else if (waiting)
+		{
+			/* A later message was refused: fetch it once this is recorded */
+			outbox_key_lookup(target->name, t->msg->key, 0);
+		}
 	}
 
 	if (!was_open && target->open)
@@ -1059,8 +1240,16 @@ gate_keyed_messages(void)
 
 	checked = run_in_transaction(check_gate, "check the order of keyed messages");
 	if (!checked)
-		next_scan_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												   ERROR_BACKOFF_MS);
+	{
+		/*
+		 * The candidates wait in the table, first ones of their key
+		 * included, and no finishing message will look them up: sweep from
+		 * the start, after a pause.
+		 */
+		restart_scan_at = Min(restart_scan_at,
+							  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  ERROR_BACKOFF_MS));
+	}
 	for (int i = 0; i < n_gate; i++)
 	{
 		/* The transaction may have found the extension gone or recreated */
@@ -1151,7 +1340,7 @@ take_from_ring(StringInfo buf)
 		if (find_tracked(msg->id) != NULL || msg->commit_lsn < started_at_lsn)
 			outbox_message_free(msg);	/* held, just sent, or for the scan */
 		else
-			track(msg, InvalidXLogRecPtr, NULL);
+			track(msg, InvalidXLogRecPtr, NULL, false);
 	}
 	/* Without a streaming decoder nothing more is coming through the ring */
 	ring_covers = streaming ? decoded_upto : PG_UINT64_MAX;
@@ -1389,8 +1578,9 @@ static void
 dispatch(bool scan_requested, StringInfo ringbuf)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz lookup_at;
 
-	if (scan_requested)
+	if (scan_requested || now >= restart_scan_at)
 		rescan();
 	if (now >= next_scan_at)
 		scan_wanted = true;
@@ -1398,13 +1588,33 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	take_from_ring(ringbuf);
 	sweep_done();
 
+	/* Keys to look up; the outcomes held are recorded first */
+	if (outbox_keys_next_lookup(&lookup_at) &&
+		now >= Max(lookup_at, lookup_retry_at))
+	{
+		if (run_in_transaction(fetch_key_heads, "fetch the next message of keys"))
+			outbox_keys_looked_up();
+		else
+			lookup_retry_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
+	}
+
 	/* A scan records the outcomes held first; else they wait a little */
 	if (n_outcomes > 0 && now >= outcomes_flush_at)
 		flush_outcomes();
-	if ((scan_wanted || cursor_valid) && any_room())
+	if (scan_wanted && any_room())
 	{
+		if (scan_restart)
+		{
+			elog(DEBUG1, "outbox dispatcher sweeps from the start");
+			cursor_valid = false;
+			scan_restart = false;
+			restart_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
+		}
 		if (!run_in_transaction(scan_table, "scan outbox.messages"))
+		{
+			scan_wanted = false;
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
+		}
 	}
 	awaiting_commit = false;
 	if (extension_ready)
@@ -1427,6 +1637,7 @@ next_timeout(void)
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz next;
 	TimestampTz probe = next_probe_at();
+	TimestampTz lookup_at;
 	bool		room;
 
 	if (!extension_ready)
@@ -1434,15 +1645,18 @@ next_timeout(void)
 	if (awaiting_commit)
 		return 1;
 	room = any_room();
-	if (cursor_valid && room)
+	if (scan_wanted && room)
 		return 0;
 
 	/*
 	 * A scan is only useful for a target with room in its queue; when none
 	 * has, a request finishing makes room and wakes us anyway.
 	 */
-	next = room ? next_scan_at :
+	next = room ? Min(next_scan_at, restart_scan_at) :
 		TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
+	if (outbox_keys_next_lookup(&lookup_at) &&
+		Max(lookup_at, lookup_retry_at) < next)
+		next = Max(lookup_at, lookup_retry_at);
 	if (probe != 0 && probe < next)
 		next = probe;
 	if (next_prune_at < next)

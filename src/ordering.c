@@ -9,13 +9,21 @@
  * flight admits no other.  In the table, a keyed message may go only if no
  * other pending message of its key comes before it, where messages that were
  * already attempted come first (they were sent first), then the others by
- * id.  Rows of transactions that have not committed are invisible, so among
- * transactions that commit at different times this is commit order; within
- * a transaction it is the order of the calls.
+ * id (OUTBOX_KEY_ORDER).  Rows of transactions that have not committed are
+ * invisible, so among transactions that commit at different times this is
+ * commit order; within a transaction it is the order of the calls.
  *
  * A message refused by either check is dropped from memory and waits in the
- * table.  Its key is marked, and when the message in front of it finishes
- * the dispatcher scans again.
+ * table, and its key is marked.  When the message in front of it is
+ * delivered or dead, a marked key is put on a list of keys to look up: the
+ * dispatcher fetches the first pending message of each listed key directly
+ * (one index probe per key), rather than scanning the table again, which
+ * would read every waiting message again for each message delivered.  The
+ * key of a message fetched so is marked again, as more may wait behind it.
+ * When the message in front fails and will be retried, it is still first:
+ * the mark stays, and its key is looked up when the retry is due, so that
+ * the retry does not wait behind newer messages for a scan to reach it,
+ * holding up its key meanwhile.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +32,7 @@
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
+#include "lib/pairingheap.h"
 #include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -39,6 +48,20 @@ typedef struct KeyState
 
 static HTAB *keys = NULL;
 static SPIPlanPtr gate_plan = NULL;
+
+/* A key to look up at a given time; the strings follow the struct */
+typedef struct KeyLookup
+{
+	pairingheap_node node;
+	TimestampTz at;
+	OutboxKey	k;
+} KeyLookup;
+
+/* Keys to look up, the earliest on top */
+static pairingheap *lookups = NULL;
+
+/* Keys handed to the dispatcher and not looked up yet (KeyLookup) */
+static List *taken = NIL;
 
 /*
  * Two keys may share a hash: then they are ordered together, which delays
@@ -116,6 +139,94 @@ outbox_key_finished(const char *target, const char *key)
 	return waiting;
 }
 
+static int
+lookup_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const KeyLookup *la = pairingheap_const_container(KeyLookup, node, a);
+	const KeyLookup *lb = pairingheap_const_container(KeyLookup, node, b);
+
+	/* The heap keeps the greatest on top: the earliest is the greatest */
+	if (la->at < lb->at)
+		return 1;
+	if (la->at > lb->at)
+		return -1;
+	return 0;
+}
+
+/*
+ * Ask for the first pending message of this key to be fetched at time "at"
+ * (0: at once).  A key may be listed twice; the dispatcher ignores a
+ * message it already holds.
+ */
+void
+outbox_key_lookup(const char *target, const char *key, TimestampTz at)
+{
+	size_t		tlen = strlen(target) + 1;
+	size_t		klen = strlen(key) + 1;
+	KeyLookup  *l = MemoryContextAlloc(TopMemoryContext,
+									   sizeof(KeyLookup) + tlen + klen);
+
+	l->at = at;
+	l->k.target = (char *) (l + 1);
+	l->k.key = l->k.target + tlen;
+	memcpy(l->k.target, target, tlen);
+	memcpy(l->k.key, key, klen);
+	if (lookups == NULL)
+		lookups = pairingheap_allocate(lookup_cmp, NULL);
+	pairingheap_add(lookups, &l->node);
+}
+
+/*
+ * The keys to look up now (OutboxKey *), those taken before but not looked
+ * up first.  Call outbox_keys_looked_up() once they are, else they come back
+ * next time.
+ */
+List *
+outbox_keys_due(TimestampTz now)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	List	   *keys = NIL;
+	ListCell   *lc;
+
+	while (lookups != NULL && !pairingheap_is_empty(lookups))
+	{
+		KeyLookup  *l = pairingheap_container(KeyLookup, node,
+											  pairingheap_first(lookups));
+
+		if (l->at > now)
+			break;
+		pairingheap_remove_first(lookups);
+		taken = lappend(taken, l);
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	foreach(lc, taken)
+		keys = lappend(keys, &((KeyLookup *) lfirst(lc))->k);
+	return keys;
+}
+
+/* When the next key is to be looked up; false if none is */
+bool
+outbox_keys_next_lookup(TimestampTz *at)
+{
+	if (taken != NIL)
+		*at = 0;
+	else if (lookups != NULL && !pairingheap_is_empty(lookups))
+		*at = pairingheap_container(KeyLookup, node,
+									pairingheap_first(lookups))->at;
+	else
+		return false;
+	return true;
+}
+
+/* The keys returned by outbox_keys_due() were looked up */
+void
+outbox_keys_looked_up(void)
+{
+	list_free_deep(taken);
+	taken = NIL;
+}
+
 /* Forget every key and the saved plan (the extension was recreated) */
 void
 outbox_keys_forget(void)
@@ -123,12 +234,22 @@ outbox_keys_forget(void)
 	if (keys)
 		hash_destroy(keys);
 	keys = NULL;
+	outbox_keys_looked_up();
+	while (lookups != NULL && !pairingheap_is_empty(lookups))
+		pfree(pairingheap_container(KeyLookup, node,
+									pairingheap_remove_first(lookups)));
 	outbox_forget_plan(&gate_plan);
 }
 
 /*
  * Which of these keyed messages may be sent now, as far as the table says?
- * Runs inside the caller's transaction with SPI connected; fills ok[].
+ * Those that are the first pending message of their key.  Runs inside the
+ * caller's transaction with SPI connected; fills ok[].
+ *
+ * The first of a key is found by a LIMIT subquery, which the planner can
+ * only run as an index probe per message.  Written as NOT EXISTS, the query
+ * was planned once while the table was small as an anti join that reads
+ * every pending keyed message for each message checked.
  */
 void
 outbox_keys_gate(int64 *ids, int n, bool *ok)
@@ -146,12 +267,12 @@ outbox_keys_gate(int64 *ids, int n, bool *ok)
 												TYPALIGN_DOUBLE));
 	outbox_execute(&gate_plan,
 				   "SELECT m.id FROM outbox.messages m"
-				   " WHERE m.id = ANY ($1) AND m.state NOT IN ('delivered', 'dead')"
-				   "   AND NOT EXISTS ("
-				   "     SELECT FROM outbox.messages p"
-				   "      WHERE p.target = m.target AND p.key = m.key"
-				   "        AND p.state = 'pending' AND p.id <> m.id"
-				   "        AND (p.attempts = 0, p.id) < (m.attempts = 0, m.id))",
+				   " CROSS JOIN LATERAL ("
+				   "   SELECT id FROM outbox.messages"
+				   "    WHERE state = 'pending' AND target = m.target"
+				   "      AND key = m.key"
+				   "    ORDER BY " OUTBOX_KEY_ORDER " LIMIT 1) AS first"
+				   " WHERE m.id = ANY ($1) AND first.id = m.id",
 				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
 
 	for (uint64 r = 0; r < SPI_processed; r++)

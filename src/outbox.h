@@ -290,10 +290,29 @@ extern void outbox_targets_publish(void);
 
 /* ---- ordering.c ---- */
 
+/*
+ * The order of the pending messages of a key, as an ORDER BY list over
+ * outbox.messages: those already attempted first (they were sent first),
+ * then the others by id.  The first one is the only one that may be sent.
+ */
+#define OUTBOX_KEY_ORDER "attempts = 0, id"
+
+/* A (target, key) whose next message is to be fetched */
+typedef struct OutboxKey
+{
+	char	   *target;
+	char	   *key;
+} OutboxKey;
+
 extern bool outbox_key_busy(const char *target, const char *key);
 extern void outbox_key_started(const char *target, const char *key);
 extern void outbox_key_wait(const char *target, const char *key);
 extern bool outbox_key_finished(const char *target, const char *key);
+extern void outbox_key_lookup(const char *target, const char *key,
+							  TimestampTz at);
+extern List *outbox_keys_due(TimestampTz now);
+extern bool outbox_keys_next_lookup(TimestampTz *at);
+extern void outbox_keys_looked_up(void);
 extern void outbox_keys_forget(void);
 extern void outbox_keys_gate(int64 *ids, int n, bool *ok);
 
