@@ -479,13 +479,16 @@ log "with outbox_queue, no delivery (other database), $clients clients, ${run_se
 
 q "CHECKPOINT" >/dev/null
 live_lo=$(max_id)
-dec0l=$(ticks "$dec_pid") disp0l=$(ticks "$disp_pid") t_l0=$(now)
+# nginx's worker process (it runs one): the receiver shares the 2 cores too
+rcv_pid=$(pgrep -P "$(cat "$ngx/nginx.pid")" | head -n 1)
+dec0l=$(ticks "$dec_pid") disp0l=$(ticks "$disp_pid") rcv0l=$(ticks "$rcv_pid") t_l0=$(now)
 run_pgbench outbox -T "$run_secs" -f "$dir/outbox.sql"; tps_outbox=$tps
 wait_drained "$drain_timeout"
-dec1l=$(ticks "$dec_pid") disp1l=$(ticks "$disp_pid") t_l1=$(now)
+dec1l=$(ticks "$dec_pid") disp1l=$(ticks "$disp_pid") rcv1l=$(ticks "$rcv_pid") t_l1=$(now)
 live_hi=$(max_id)
 disp_live_pct=$(calc %.0f "($disp1l - $disp0l) / $hz / ($t_l1 - $t_l0) * 100")
 dec_live_pct=$(calc %.0f "($dec1l - $dec0l) / $hz / ($t_l1 - $t_l0) * 100")
+rcv_live_pct=$(calc %.0f "($rcv1l - $rcv0l) / $hz / ($t_l1 - $t_l0) * 100")
 log "with outbox_queue, $clients clients, ${run_secs}s: $tps_outbox tps ($((live_hi - live_lo)) messages, all delivered)"
 
 # ---------------------------------------------------------------------------
@@ -660,6 +663,7 @@ row "dispatcher CPU s/10k msgs live/paced/drain" "$cpu_disp_live / $cpu_disp_pac
 row "decoder CPU s/10k msgs live/paced/backlog" "$cpu_dec_live / $cpu_dec_paced / $cpu_dec_drain" "" ""
 row "decoder CPU s/10k unrelated txns (baseline)" "$cpu_dec_base" "" ""
 row "CPU unpaced run, dispatcher / decoder" "$disp_live_pct% / $dec_live_pct% of a core" "" ""
+row "  receiver (nginx) in the same run" "$rcv_live_pct% of a core" "" ""
 row "CPU at paced rate, dispatcher / decoder" "$disp_paced_pct% / $dec_paced_pct% of a core" "" ""
 row "  dispatcher, busiest second of paced run" "$disp_peak_pct% of a core" "" ""
 row "CPU idle (receiver up), dispatcher / decoder" "$disp_idle_pct% / $dec_idle_pct% of a core" "<= 5%" "$(mark "$(le "$disp_idle_pct + $dec_idle_pct" 5)")"
