@@ -25,7 +25,7 @@ our @EXPORT = qw(
   sql_epoch wait_seconds
   set_control read_answers wait_for_answers log_position wait_for_log_line
   http_date worker_pid cpu_seconds
-  start_producer wait_producer producer_ids check_no_loss
+  start_producer wait_producer producer_ids check_no_loss run_example
 );
 
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
@@ -711,13 +711,6 @@ END
 
 =pod
 
-=back
-
-=cut
-
-
-=pod
-
 =item check_no_loss($node, $receiver, \@ids, $crash_time, $what)
 
 After a producer ran through crashes: the table holds every committed
@@ -781,5 +774,42 @@ sub check_no_loss
 	}
 	return;
 }
+
+=pod
+
+=item run_example($name)
+
+Run examples/$name/run.sh --quick with the extension as installed (the
+test command installed it), for at most 300 s.  Its output goes to the
+test's log directory too.  Returns (exit status, or a sentence saying it
+was killed; output).
+
+=cut
+
+sub run_example
+{
+	my ($name) = @_;
+	my $root = abs_path(dirname(__FILE__) . '/../..');
+	my $test = basename($0);
+	$test =~ s/_.*//;
+	my $output_log = "$PostgreSQL::Test::Utils::log_path/${test}_example_output.log";
+	my $out = '';
+	my $started = time();
+	local $ENV{OUTBOX_SKIP_INSTALL} = 1;
+	my $exited = eval {
+		IPC::Run::run([ 'bash', "$root/examples/$name/run.sh", '--quick' ],
+			'<', \undef, '>&', \$out, IPC::Run::timeout(300));
+		1;
+	};
+	my $status = $exited ? $? >> 8 : "killed after 300 s ($@)";
+	PostgreSQL::Test::Utils::append_to_file($output_log, $out);
+	note sprintf('run.sh --quick took %.0f s; its output is in %s',
+		time() - $started, $output_log);
+	return ($status, $out);
+}
+
+=back
+
+=cut
 
 1;

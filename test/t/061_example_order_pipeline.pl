@@ -10,30 +10,11 @@
 use strict;
 use warnings;
 
-use Cwd qw(abs_path);
-use File::Basename qw(dirname);
-use IPC::Run;
+use OutboxTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time);
 
-my $root = abs_path(dirname(__FILE__) . '/../..');
-my $output_log = "$PostgreSQL::Test::Utils::log_path/061_example_output.log";
-
-# The extension is already installed by the test command.
-local $ENV{OUTBOX_SKIP_INSTALL} = 1;
-my $out = '';
-my $started = time();
-my $exited = eval {
-	IPC::Run::run(
-		[ 'bash', "$root/examples/order-pipeline/run.sh", '--quick' ],
-		'<', \undef, '>&', \$out, IPC::Run::timeout(300));
-	1;
-};
-my $status = $exited ? $? >> 8 : "killed after 300 s ($@)";
-PostgreSQL::Test::Utils::append_to_file($output_log, $out);
-note sprintf('run.sh --quick took %.0f s; its output is in %s',
-	time() - $started, $output_log);
+my ($status, $out) = run_example('order-pipeline');
 
 is($status, 0, 'examples/order-pipeline/run.sh --quick exits with 0')
   or diag $out;
