@@ -94,10 +94,10 @@ ok(defined $gap, 'a message answered 429 with Retry-After: 3600 is retried');
 cmp_ok($gap // 99, '<', 1.6, 'within retry_max_delay (1 s), not an hour later');
 cmp_ok($gap // 0, '>=', 0.9, 'but it waits for retry_max_delay');
 
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM outbox.messages WHERE state <> 'delivered'"),
-	'0', 'every message ends delivered');
+ok( poll_until(
+		$node,
+		"SELECT count(*) FROM outbox.messages WHERE state <> 'delivered'", '0'),
+	'every message ends delivered');
 
 $node->stop;
 done_testing();
