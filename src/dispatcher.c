@@ -1411,10 +1411,20 @@ find_probes(void)
 		MemoryContext oldcxt;
 
 		values[0] = CStringGetTextDatum(target->name);
+		/*
+		 * A message with a key may probe only if it is the first pending
+		 * message of its key: a probe that succeeds is a delivery, and after
+		 * a failed probe the next one takes another message.
+		 */
 		outbox_execute(&probe_plan,
 					   "SELECT " MESSAGE_COLUMNS
-					   "  FROM outbox.messages"
+					   "  FROM outbox.messages m"
 					   " WHERE state = 'pending' AND target = $1"
+					   "   AND (key IS NULL OR id = ("
+					   "        SELECT f.id FROM outbox.messages f"
+					   "         WHERE f.state = 'pending' AND f.target = m.target"
+					   "           AND f.key = m.key"
+					   "         ORDER BY " OUTBOX_KEY_ORDER " LIMIT 1))"
 					   " ORDER BY next_attempt_at, id LIMIT 1",
 					   lengthof(types), types, values, NULL, true, 1,
 					   SPI_OK_SELECT);
