@@ -141,7 +141,9 @@ run_bg() {
 # pgbench on database ${pgb_db:-postgres}
 pgbench_() { run_bg pgbench -n -M prepared -h "$dir" -p "$pgport" -U postgres -c "$clients" -j "$threads" "$@" "${pgb_db:-postgres}"; }
 
-psql_ <<'SQL'
+# The extension and the producers' table, in database $1
+setup_database() {
+    psql_ -d "$1" <<'SQL'
 CREATE EXTENSION outbox;
 CREATE TABLE orders (
     id         bigserial PRIMARY KEY,
@@ -150,6 +152,8 @@ CREATE TABLE orders (
     created_at timestamptz DEFAULT now()
 );
 SQL
+}
+setup_database postgres
 
 # The producers' scripts: INSERT only (the baseline), INSERT + outbox_queue
 cat >"$dir/baseline.sql" <<'EOS'
@@ -462,17 +466,8 @@ log "baseline (INSERT; COMMIT), $clients clients, ${run_secs}s: $tps_base tps"
 # Diagnostic: the producer's own cost.  The same script in another database
 # with the extension: messages are queued there but never delivered (the
 # workers serve outbox.database only), so no decoding or HTTP competes.
-psql_ <<'SQL'
-CREATE DATABASE nodelivery;
-\c nodelivery
-CREATE EXTENSION outbox;
-CREATE TABLE orders (
-    id         bigserial PRIMARY KEY,
-    customer   int,
-    total      numeric,
-    created_at timestamptz DEFAULT now()
-);
-SQL
+q "CREATE DATABASE nodelivery"
+setup_database nodelivery
 q "CHECKPOINT" >/dev/null
 pgb_db=nodelivery run_pgbench nodelivery -T "$run_secs" -f "$dir/outbox.sql"; tps_nodeliv=$tps
 log "with outbox_queue, no delivery (other database), $clients clients, ${run_secs}s: $tps_nodeliv tps"
