@@ -777,11 +777,7 @@ fetch_key_heads(void)
 				   "SELECT m.*, m.next_attempt_at <= now()"
 				   "  FROM unnest($1, $2) AS k(target, key)"
 				   " CROSS JOIN LATERAL ("
-				   "   SELECT " MESSAGE_COLUMNS
-				   "     FROM outbox.messages"
-				   "    WHERE state = 'pending' AND target = k.target"
-				   "      AND key = k.key"
-				   "    ORDER BY " OUTBOX_KEY_ORDER " LIMIT 1) AS m",
+				   OUTBOX_KEY_HEAD(MESSAGE_COLUMNS, "k.target", "k.key") ") AS m",
 				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
 
 	/* As in scan_table(): a copy in the ring comes before this position */
@@ -1421,10 +1417,7 @@ find_probes(void)
 					   "  FROM outbox.messages m"
 					   " WHERE state = 'pending' AND target = $1"
 					   "   AND (key IS NULL OR id = ("
-					   "        SELECT f.id FROM outbox.messages f"
-					   "         WHERE f.state = 'pending' AND f.target = m.target"
-					   "           AND f.key = m.key"
-					   "         ORDER BY " OUTBOX_KEY_ORDER " LIMIT 1))"
+					   OUTBOX_KEY_HEAD("id", "m.target", "m.key") "))"
 					   " ORDER BY next_attempt_at, id LIMIT 1",
 					   lengthof(types), types, values, NULL, true, 1,
 					   SPI_OK_SELECT);

@@ -9,7 +9,7 @@
  * flight admits no other.  In the table, a keyed message may go only if no
  * other pending message of its key comes before it, where messages that were
  * already attempted come first (they were sent first), then the others by
- * id (OUTBOX_KEY_ORDER).  Rows of transactions that have not committed are
+ * id (OUTBOX_KEY_HEAD).  Rows of transactions that have not committed are
  * invisible, so among transactions that commit at different times this is
  * commit order; within a transaction it is the order of the calls.
  *
@@ -268,10 +268,7 @@ outbox_keys_gate(int64 *ids, int n, bool *ok)
 	outbox_execute(&gate_plan,
 				   "SELECT m.id FROM outbox.messages m"
 				   " CROSS JOIN LATERAL ("
-				   "   SELECT id FROM outbox.messages"
-				   "    WHERE state = 'pending' AND target = m.target"
-				   "      AND key = m.key"
-				   "    ORDER BY " OUTBOX_KEY_ORDER " LIMIT 1) AS first"
+				   OUTBOX_KEY_HEAD("id", "m.target", "m.key") ") AS first"
 				   " WHERE m.id = ANY ($1) AND first.id = m.id",
 				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
 

@@ -291,11 +291,16 @@ extern void outbox_targets_publish(void);
 /* ---- ordering.c ---- */
 
 /*
- * The order of the pending messages of a key, as an ORDER BY list over
- * outbox.messages: those already attempted first (they were sent first),
- * then the others by id.  The first one is the only one that may be sent.
+ * A query for the first pending message of the key (target, key), the only
+ * one of its key that may be sent: among the pending messages of a key,
+ * those already attempted come first (they were sent first), then the
+ * others by id.  target and key are SQL expressions, usually of an outer
+ * query; unqualified names refer to the message looked up.
  */
-#define OUTBOX_KEY_ORDER "attempts = 0, id"
+#define OUTBOX_KEY_HEAD(columns, target, key) \
+	"SELECT " columns " FROM outbox.messages" \
+	" WHERE state = 'pending' AND target = " target " AND key = " key \
+	" ORDER BY attempts = 0, id LIMIT 1"
 
 /* A (target, key) whose next message is to be fetched */
 typedef struct OutboxKey
