@@ -207,21 +207,20 @@ insert_message(Datum *values, char *nulls, bool *inserted)
 	 * Without a message_id nothing can conflict, and a plain INSERT spares
 	 * the speculative insertion (a lock and a WAL record) of ON CONFLICT.
 	 */
+#define INSERT_MESSAGE \
+	"INSERT INTO outbox.messages" \
+	" (target, payload, message_type, key, message_id, headers," \
+	"  next_attempt_at, via_wal)" \
+	" VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
+
 	if (nulls[4] == 'n')
 		outbox_execute(&insert_plan,
-					   "INSERT INTO outbox.messages"
-					   " (target, payload, message_type, key, message_id, headers,"
-					   "  next_attempt_at, via_wal)"
-					   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
-					   " RETURNING id",
+					   INSERT_MESSAGE " RETURNING id",
 					   lengthof(insert_types), insert_types, values, nulls, false,
 					   1, SPI_OK_INSERT_RETURNING);
 	else
 		outbox_execute(&insert_idempotent_plan,
-					   "INSERT INTO outbox.messages"
-					   " (target, payload, message_type, key, message_id, headers,"
-					   "  next_attempt_at, via_wal)"
-					   " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8)"
+					   INSERT_MESSAGE
 					   " ON CONFLICT (target, message_id) WHERE message_id IS NOT NULL"
 					   " DO NOTHING RETURNING id",
 					   lengthof(insert_types), insert_types, values, nulls, false,
