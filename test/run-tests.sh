@@ -6,7 +6,7 @@
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-pgbin=/usr/lib/postgresql/15/bin
+pgbin=${OUTBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pgbin:$PATH"
 pgxs=$("$pgbin/pg_config" --pkglibdir)/pgxs
 here=$(pwd)

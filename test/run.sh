@@ -11,11 +11,13 @@
 # Environment knobs: PROVE_TESTS="test/t/001_delivery.pl ..." (subset),
 # PROVE_FLAGS="-v" (extra prove flags), OUTBOX_TEST_TIMEOUT (seconds a test
 # waits for something to happen, default 30), OUTBOX_KEEP=1 (keep the
-# scratch directory), OUTBOX_SKIP_INSTALL=1 (skip apt, build and install).
+# scratch directory), OUTBOX_SKIP_INSTALL=1 (skip apt, build and install),
+# OUTBOX_PG_BINDIR (the PostgreSQL bin directory to build and test with,
+# default /usr/lib/postgresql/15/bin).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-pgbin=/usr/lib/postgresql/15/bin
+pgbin=${OUTBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pgbin:$PATH"
 cd "$root"
 
@@ -64,7 +66,7 @@ echo "== tests (as $run_user, in $work) =="
 
 pass_env=(HOME="$work" LANG=C.UTF-8 TZ=UTC
           PATH="$pgbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-for v in PROVE_TESTS PROVE_FLAGS OUTBOX_TEST_TIMEOUT OUTBOX_PYTHON \
+for v in OUTBOX_PG_BINDIR PROVE_TESTS PROVE_FLAGS OUTBOX_TEST_TIMEOUT OUTBOX_PYTHON \
          PG_TEST_TIMEOUT_DEFAULT PG_TEST_NOCLEAN CI; do
     if [[ -n ${!v:-} ]]; then pass_env+=("$v=${!v}"); fi
 done
