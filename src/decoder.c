@@ -80,21 +80,16 @@ decoder_set_streaming(bool streaming)
 	SpinLockRelease(&outbox_shared->mutex);
 }
 
-/*
- * Has CREATE EXTENSION run, as far as the dispatcher knows?  With "checked",
- * also say whether the dispatcher has looked at all since the server started.
- */
-static bool
-extension_ready(bool *checked)
+/* The extension's state in our database, as the dispatcher last found it */
+static OutboxExtensionState
+extension_state(void)
 {
-	bool		ready;
+	OutboxExtensionState state;
 
 	SpinLockAcquire(&outbox_shared->mutex);
-	ready = outbox_shared->extension_ready;
-	if (checked)
-		*checked = outbox_shared->extension_checked;
+	state = outbox_shared->extension;
 	SpinLockRelease(&outbox_shared->mutex);
-	return ready;
+	return state;
 }
 
 static void
@@ -142,6 +137,15 @@ plugin_library_allowed(void)
 	return allowed;
 }
 
+static bool drop_idle_slot(const char *name, const char *why);
+
+/*
+ * Wait until there is something to decode for: the extension is installed
+ * at the library's version and the output plugin is allowed.  Meanwhile
+ * nothing would ever advance our slot, which would keep WAL and
+ * catalog_xmin forever: drop it.  The table scan asked for when the slot is
+ * created again covers whatever it would have decoded.
+ */
 static void
 wait_until_ready(void)
 {
@@ -150,19 +154,29 @@ wait_until_ready(void)
 
 	for (;;)
 	{
-		bool		checked;
+		OutboxExtensionState state = extension_state();
 
-		if (!extension_ready(&checked))
+		if (state == OUTBOX_EXTENSION_UNKNOWN)
 		{
-			outbox_set_state(&outbox_shared->decoder,
-							 "waiting for CREATE EXTENSION outbox");
-			if (!logged_extension && checked)
-			{
+			/* The dispatcher looks within a second of its start */
+			decoder_sleep(DECODER_RECHECK_MS);
+			continue;
+		}
+		if (state != OUTBOX_EXTENSION_READY)
+		{
+			bool		missing = (state == OUTBOX_EXTENSION_MISSING);
+
+			outbox_set_state(&outbox_shared->decoder, missing ?
+							 "waiting for CREATE EXTENSION outbox" :
+							 "waiting for ALTER EXTENSION outbox UPDATE");
+			drop_idle_slot(slot_name, missing ?
+						   "the extension is not installed" :
+						   "the extension must be updated");
+			if (!logged_extension && missing)
 				ereport(LOG,
 						(errmsg("outbox decoder is waiting for CREATE EXTENSION outbox in database \"%s\"",
 								database_name)));
-				logged_extension = true;
-			}
+			logged_extension = true;
 			decoder_sleep(DECODER_RECHECK_MS);
 			continue;
 		}
@@ -170,6 +184,8 @@ wait_until_ready(void)
 		{
 			outbox_set_state(&outbox_shared->decoder,
 							 "misconfigured: output_plugin_libraries does not list outbox");
+			drop_idle_slot(slot_name,
+						   "output_plugin_libraries does not list outbox");
 			if (!logged_plugin)
 				ereport(LOG,
 						(errmsg("outbox decoder cannot decode WAL: library \"%s\" is not listed in output_plugin_libraries",
@@ -259,21 +275,17 @@ acquire_slot(void)
 }
 
 /*
- * Going from one database to several (outbox.databases) or back renames this
- * database's slot.  Drop the slot of the other naming scheme, when it is
- * ours (our plugin, this database) and idle: nothing would ever advance it,
- * and it would keep WAL forever.  The table scan asked for when the new slot
- * is created covers whatever was decoded through the old one.
+ * Drop the slot of that name if it is ours (our plugin, this database) and
+ * nobody uses it, saying why in the log.  Returns whether it was dropped.
  */
-static void
-drop_previous_slot(void)
+static bool
+drop_idle_slot(const char *name, const char *why)
 {
-	const char *previous = outbox_shared->previous_slot_name;
 	ReplicationSlot *slot;
 	bool		ours;
 
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-	slot = SearchNamedReplicationSlot(previous, false);
+	slot = SearchNamedReplicationSlot(name, false);
 	ours = slot != NULL && SlotIsLogical(slot) &&
 		slot->data.database == MyDatabaseId &&
 		strcmp(NameStr(slot->data.plugin), OUTBOX_PLUGIN_NAME) == 0;
@@ -285,12 +297,28 @@ drop_previous_slot(void)
 	}
 	LWLockRelease(ReplicationSlotControlLock);
 	if (!ours)
-		return;
+		return false;
 
-	ReplicationSlotDrop(previous, true);
+	/* Another process may take it meanwhile: then dropping fails, and we retry */
+	ReplicationSlotDrop(name, true);
 	ereport(LOG,
-			(errmsg("outbox decoder dropped replication slot \"%s\", which it used before the list of databases changed; it now uses \"%s\"",
-					previous, slot_name)));
+			(errmsg("outbox decoder dropped replication slot \"%s\": %s",
+					name, why),
+			 errdetail("Nothing is lost: pending messages are found in outbox.messages when decoding resumes with a new slot.")));
+	return true;
+}
+
+/*
+ * Going from one database to several (outbox.databases) or back renames this
+ * database's slot: the slot of the other naming scheme would never be
+ * advanced again.
+ */
+static void
+drop_previous_slot(void)
+{
+	drop_idle_slot(outbox_shared->previous_slot_name,
+				   psprintf("the list of databases changed; the slot is now \"%s\"",
+							slot_name));
 }
 
 static void
@@ -304,10 +332,9 @@ static void
 decoder_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 			  TransactionId xid, bool last_write)
 {
-	XLogRecPtr	commit_lsn;
+	XLogRecPtr	commit_lsn = outbox_message_commit_lsn(ctx->out->data,
+													   ctx->out->len);
 
-	/* The commit LSN follows the id in the message (see message.c) */
-	memcpy(&commit_lsn, ctx->out->data + sizeof(int64), sizeof(XLogRecPtr));
 	if (commit_lsn <= already_decoded)
 		return;
 	if (!outbox_ring_put(ctx->out->data, ctx->out->len))
@@ -364,7 +391,7 @@ decode_stream(MemoryContext context)
 	outbox_set_state(&outbox_shared->decoder, "decoding slot \"%s\"",
 					 slot_name);
 
-	while (extension_ready(NULL))
+	while (extension_state() == OUTBOX_EXTENSION_READY)
 	{
 		XLogRecPtr	start = ctx->reader->EndRecPtr;
 		XLogRecPtr	flush = GetFlushRecPtr(NULL);
@@ -476,11 +503,7 @@ outbox_decoder_main(Datum main_arg)
 
 		decode_stream(context);
 
-		/* The extension was dropped: so is its slot, to retain no WAL. */
+		/* The extension is gone: wait_until_ready() drops the slot */
 		ReplicationSlotRelease();
-		ReplicationSlotDrop(slot_name, true);
-		ereport(LOG,
-				(errmsg("outbox decoder dropped replication slot \"%s\" after DROP EXTENSION outbox",
-						slot_name)));
 	}
 }

@@ -40,10 +40,15 @@
 #include <math.h>
 #include <curl/curl.h>
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type_d.h"
-#include "commands/extension.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
@@ -56,6 +61,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -123,6 +129,7 @@ typedef struct Outcome
 	int64		id;
 	const char *state;
 	int32		attempts;
+	int32		probe_failures;
 	int32		status;			/* 0: none */
 	char	   *error;			/* NULL: none */
 	TimestampTz delivered_at;	/* 0: not delivered */
@@ -158,6 +165,22 @@ static TimestampTz outcomes_flush_at = 0;	/* when to record them */
 
 static bool extension_ready = false;
 static Oid	extension_oid = InvalidOid;
+
+/*
+ * The outbox.messages that ids refer to.  A decoded message of another
+ * table (one dropped with the extension) is never tracked: its id may be
+ * that of another message now.
+ */
+static Oid	messages_relid = InvalidOid;
+
+/*
+ * The last message taken from the ring.  The ring carries messages in
+ * commit order, and within a transaction in id order, so a message that
+ * does not come after this one is a copy that a restarted decoder decoded
+ * again: it was handled already.
+ */
+static XLogRecPtr ring_last_lsn = InvalidXLogRecPtr;
+static int64 ring_last_id = 0;
 
 /* Some queued keyed message has not been through the per-key gate yet */
 static bool gate_needed = false;
@@ -435,6 +458,81 @@ sweep_done(void)
 
 static void record_outcomes(void);
 
+/* The extension's state, for the decoder and for check_extension() */
+static OutboxExtensionState extension_state = OUTBOX_EXTENSION_UNKNOWN;
+static char extension_version[NAMEDATALEN];
+
+/*
+ * Look up the extension in pg_extension: its OID (InvalidOid if missing)
+ * and whether its SQL objects are at the library's version.  The library's
+ * queries use what its own version's scripts create, so an installation
+ * not yet updated with ALTER EXTENSION UPDATE must wait.
+ */
+static Oid
+find_extension(bool *current)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			oid = InvalidOid;
+
+	*current = false;
+	extension_version[0] = '\0';
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum(OUTBOX_EXTENSION_NAME));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		version = heap_getattr(tup, Anum_pg_extension_extversion,
+										   RelationGetDescr(rel), &isnull);
+
+		oid = ((Form_pg_extension) GETSTRUCT(tup))->oid;
+		if (!isnull)
+			text_to_cstring_buffer(DatumGetTextPP(version), extension_version,
+								   sizeof(extension_version));
+		*current = strcmp(extension_version, OUTBOX_VERSION) == 0;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return oid;
+}
+
+/*
+ * Find the extension and its table, and forget everything if they are not
+ * the ones we knew: the extension was dropped or recreated, so ids no
+ * longer mean what they meant.
+ */
+static void
+check_extension_objects(void)
+{
+	bool		current;
+	Oid			oid = find_extension(&current);
+	Oid			relid = InvalidOid;
+
+	if (OidIsValid(oid))
+		relid = get_relname_relid(OUTBOX_TABLE_NAME,
+								  get_namespace_oid(OUTBOX_SCHEMA_NAME, true));
+	if (oid != extension_oid || relid != messages_relid)
+	{
+		forget_all();
+		free_plans();
+		outbox_keys_forget();
+		extension_oid = oid;
+		messages_relid = relid;
+	}
+	extension_state = !OidIsValid(oid) ? OUTBOX_EXTENSION_MISSING :
+		!current || !OidIsValid(relid) ? OUTBOX_EXTENSION_OUTDATED :
+		OUTBOX_EXTENSION_READY;
+	extension_ready = (extension_state == OUTBOX_EXTENSION_READY);
+	SpinLockAcquire(&outbox_shared->mutex);
+	outbox_shared->extension = extension_state;
+	SpinLockRelease(&outbox_shared->mutex);
+}
+
 /*
  * Run fn inside a transaction with SPI connected, after recording the
  * outcomes held so far, so that fn never reads a row we sent as still
@@ -454,21 +552,7 @@ run_in_transaction(void (*fn) (void), const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 	PG_TRY();
 	{
-		Oid			oid = get_extension_oid(OUTBOX_EXTENSION_NAME, true);
-
-		if (oid != extension_oid)
-		{
-			forget_all();
-			free_plans();
-			outbox_keys_forget();
-			extension_oid = oid;
-		}
-		extension_ready = OidIsValid(oid);
-		SpinLockAcquire(&outbox_shared->mutex);
-		outbox_shared->extension_ready = extension_ready;
-		outbox_shared->extension_checked = true;
-		SpinLockRelease(&outbox_shared->mutex);
-
+		check_extension_objects();
 		if (extension_ready)
 		{
 			if (SPI_connect() != SPI_OK_CONNECT)
@@ -597,9 +681,32 @@ jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? NULL : DatumGetJsonbP(d);
 }
 
+/* The columns queries read a message by, and their numbers in a result */
 #define MESSAGE_COLUMNS \
 	"id, target, message_id, message_type, key, headers, payload, attempts," \
-	" next_attempt_at"
+	" next_attempt_at, probe_failures"
+typedef enum MessageColumn
+{
+	MC_ID = 1,
+	MC_TARGET,
+	MC_MESSAGE_ID,
+	MC_MESSAGE_TYPE,
+	MC_KEY,
+	MC_HEADERS,
+	MC_PAYLOAD,
+	MC_ATTEMPTS,
+	MC_NEXT_ATTEMPT_AT,
+	MC_PROBE_FAILURES,
+	MC_NEXT					/* the first column after them */
+} MessageColumn;
+
+static int32
+int32_column(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	return DatumGetInt32(SPI_getbinval(tup, desc, col, &isnull));
+}
 
 /* A row of MESSAGE_COLUMNS as an OutboxMessage, in message_context */
 static OutboxMessage *
@@ -607,19 +714,25 @@ message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
 {
 	bool		isnull;
 	MemoryContext oldcxt;
+	OutboxMessage row;
 	OutboxMessage *msg;
 
+	memset(&row, 0, sizeof(row));
+	row.id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
+	row.commit_lsn = InvalidXLogRecPtr;
+	row.relid = messages_relid;
+	row.xid = InvalidTransactionId;
+	row.attempts = int32_column(tup, desc, MC_ATTEMPTS);
+	row.probe_failures = int32_column(tup, desc, MC_PROBE_FAILURES);
+	row.target = text_or_null(tup, desc, MC_TARGET);
+	row.message_id = text_or_null(tup, desc, MC_MESSAGE_ID);
+	row.message_type = text_or_null(tup, desc, MC_MESSAGE_TYPE);
+	row.key = text_or_null(tup, desc, MC_KEY);
+	row.headers = jsonb_or_null(tup, desc, MC_HEADERS);
+	row.payload = jsonb_or_null(tup, desc, MC_PAYLOAD);
+
 	resetStringInfo(buf);
-	outbox_message_encode(buf,
-						  DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-						  InvalidXLogRecPtr, InvalidTransactionId,
-						  DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)),
-						  text_or_null(tup, desc, 2),
-						  text_or_null(tup, desc, 3),
-						  text_or_null(tup, desc, 4),
-						  text_or_null(tup, desc, 5),
-						  jsonb_or_null(tup, desc, 6),
-						  jsonb_or_null(tup, desc, 7));
+	outbox_message_encode(buf, &row);
 	oldcxt = MemoryContextSwitchTo(message_context);
 	msg = outbox_message_decode(buf->data, buf->len);
 	MemoryContextSwitchTo(oldcxt);
@@ -667,20 +780,22 @@ scan_table(void)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
 		Tracked    *t = find_tracked(id);
 		char	   *key;
 
-		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc,
+														MC_NEXT_ATTEMPT_AT,
+														&isnull));
 		cursor_id = id;
 		cursor_valid = true;
 
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;
-		key = text_or_null(tup, desc, 5);
+		key = text_or_null(tup, desc, MC_KEY);
 		if (key != NULL)
 		{
-			char	   *target = text_or_null(tup, desc, 2);
+			char	   *target = text_or_null(tup, desc, MC_TARGET);
 
 			/*
 			 * Another message of its key is in flight: it waits, and is
@@ -789,10 +904,10 @@ fetch_key_heads(void)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		char	   *target = text_or_null(tup, desc, 2);
-		char	   *key = text_or_null(tup, desc, 5);
-		bool		due = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
+		char	   *target = text_or_null(tup, desc, MC_TARGET);
+		char	   *key = text_or_null(tup, desc, MC_KEY);
+		bool		due = DatumGetBool(SPI_getbinval(tup, desc, MC_NEXT, &isnull));
 		Tracked    *t = find_tracked(id);
 
 		/*
@@ -813,7 +928,8 @@ fetch_key_heads(void)
 		if (!due)
 		{
 			outbox_key_lookup(target, key,
-							  DatumGetTimestampTz(SPI_getbinval(tup, desc, 9,
+							  DatumGetTimestampTz(SPI_getbinval(tup, desc,
+																MC_NEXT_ATTEMPT_AT,
 																&isnull)));
 			continue;
 		}
@@ -830,10 +946,11 @@ record_outcomes(void)
 {
 	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+	INT4ARRAYOID};
 	Oid			elemtypes[] = {INT8OID, TEXTOID, INT4OID, INT4OID, TEXTOID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID};
+	TIMESTAMPTZOID, INT4OID};
 	Datum		values[lengthof(types)];
 	Datum	   *cols[lengthof(types)];
 	bool	   *nulls[lengthof(types)];
@@ -878,6 +995,7 @@ record_outcomes(void)
 		cols[7][i] = Int32GetDatum(o->attempt);
 		cols[8][i] = TimestampTzGetDatum(o->started_at);
 		cols[9][i] = TimestampTzGetDatum(o->finished_at);
+		cols[10][i] = Int32GetDatum(o->probe_failures);
 	}
 	for (int c = 0; c < lengthof(types); c++)
 		values[c] = make_array(cols[c], nulls[c], n_outcomes, elemtypes[c]);
@@ -886,20 +1004,25 @@ record_outcomes(void)
 	 * The messages' new state, and one outbox.attempts row per attempt.
 	 * "Not finished" rather than "pending": the plan is made once, and the
 	 * partial index of pending rows must not tempt it into reading them all
-	 * when a backlog makes them many.
+	 * when a backlog makes them many.  The counts never go down, whatever
+	 * copy of a message an outcome comes from.
 	 */
 	outbox_execute(&outcome_plan,
 				   "WITH o AS ("
-				   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+				   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+				   "                       $11)"
 				   "    AS o(id, state, attempts, status, error, delivered_at,"
-				   "         next_at, attempt, started_at, finished_at)),"
+				   "         next_at, attempt, started_at, finished_at,"
+				   "         probe_failures)),"
 				   " a AS ("
 				   "  INSERT INTO outbox.attempts"
 				   "    (message, attempt, started_at, duration, status, error)"
 				   "  SELECT id, attempt, started_at, finished_at - started_at,"
 				   "         status, error FROM o)"
 				   "UPDATE outbox.messages AS m"
-				   "   SET state = o.state, attempts = o.attempts,"
+				   "   SET state = o.state,"
+				   "       attempts = greatest(m.attempts, o.attempts),"
+				   "       probe_failures = greatest(m.probe_failures, o.probe_failures),"
 				   "       last_status = o.status, last_error = o.error,"
 				   "       delivered_at = o.delivered_at,"
 				   "       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
@@ -939,6 +1062,7 @@ add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 	o->finished_at = now;
 	o->state = v->state;
 	o->attempts = v->attempts;
+	o->probe_failures = v->probe_failures;
 	o->status = r->transport_error ? 0 : (int32) r->status;
 	o->error = delivered ? NULL : MemoryContextStrdup(TopMemoryContext, r->error);
 	o->delivered_at = delivered ? now : 0;
@@ -961,7 +1085,8 @@ request_done(OutboxHttpResult *r)
 	TimestampTz now = GetCurrentTimestamp();
 	OutboxVerdict v;
 
-	outbox_judge(target, t->msg->attempts, t->probe, r, now, &v);
+	outbox_judge(target, t->msg->attempts, t->msg->probe_failures, t->probe,
+				 r, now, &v);
 	if (t->orphaned)
 	{
 		/* Its row went away with the extension */
@@ -1188,9 +1313,26 @@ wait_for_key(Tracked *t)
 	untrack(t);
 }
 
+/* Is key in the list of keys (char *)? */
+static bool
+key_listed(List *keys, const char *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, keys)
+		if (strcmp((char *) lfirst(lc), key) == 0)
+			return true;
+	return false;
+}
+
 /*
  * Decide which queued keyed messages are first in their key and may go;
  * the others wait in the table for the message in front of them.
+ *
+ * A queue is in commit order, and each key is walked in that order: a
+ * message whose transaction is not visible yet (see committed_visibly())
+ * holds back every later message of its key, which the table check could
+ * not see behind it.
  */
 static void
 gate_keyed_messages(void)
@@ -1207,6 +1349,7 @@ gate_keyed_messages(void)
 	foreach(lc, outbox_target_all())
 	{
 		OutboxTarget *target = lfirst(lc);
+		List	   *held_keys = NIL;	/* behind an invisible message */
 		dlist_mutable_iter iter;
 
 		dlist_foreach_modify(iter, &target->queue)
@@ -1215,9 +1358,12 @@ gate_keyed_messages(void)
 
 			if (t->msg->key == NULL || t->gate_ok)
 				continue;
+			if (key_listed(held_keys, t->msg->key))
+				continue;		/* looked at again with the one in front */
 			if (!committed_visibly(t->msg))
 			{
 				gate_needed = true; /* look again next turn */
+				held_keys = lappend(held_keys, t->msg->key);
 				continue;
 			}
 			if (outbox_key_busy(target->name, t->msg->key))
@@ -1230,6 +1376,7 @@ gate_keyed_messages(void)
 			else
 				gate_needed = true; /* the rest next turn */
 		}
+		list_free(held_keys);
 	}
 	if (n_gate == 0)
 		return;
@@ -1309,6 +1456,29 @@ start_requests(void)
 /* ---- the ring ---- */
 
 /*
+ * Is this decoded message one to track?  Not if it was handled already: a
+ * copy decoded again by a restarted decoder, one we hold or just sent, one
+ * committed before we started (the first scan finds those), or a row of
+ * another outbox.messages than ours.  For that last, a table we do not know
+ * yet may have been created: look at the extension again, and sweep.
+ */
+static bool
+ring_message_wanted(OutboxMessage *msg)
+{
+	if (msg->commit_lsn < ring_last_lsn ||
+		(msg->commit_lsn == ring_last_lsn && msg->id <= ring_last_id))
+		return false;
+	ring_last_lsn = msg->commit_lsn;
+	ring_last_id = msg->id;
+	if (msg->relid != messages_relid)
+	{
+		rescan();
+		return false;
+	}
+	return find_tracked(msg->id) == NULL && msg->commit_lsn >= started_at_lsn;
+}
+
+/*
  * Move decoded messages from the ring to their targets' queues (track()
  * leaves those of a full queue in the table), and advance ring_covers.
  */
@@ -1333,10 +1503,10 @@ take_from_ring(StringInfo buf)
 		oldcxt = MemoryContextSwitchTo(message_context);
 		msg = outbox_message_decode(buf->data, buf->len);
 		MemoryContextSwitchTo(oldcxt);
-		if (find_tracked(msg->id) != NULL || msg->commit_lsn < started_at_lsn)
-			outbox_message_free(msg);	/* held, just sent, or for the scan */
-		else
+		if (ring_message_wanted(msg))
 			track(msg, InvalidXLogRecPtr, NULL, false);
+		else
+			outbox_message_free(msg);
 	}
 	/* Without a streaming decoder nothing more is coming through the ring */
 	ring_covers = streaming ? decoded_upto : PG_UINT64_MAX;
@@ -1386,8 +1556,10 @@ static List *probe_targets = NIL;	/* open circuits whose probe is due */
 static List *probes_to_send = NIL;
 
 /*
- * For each target in probe_targets, fetch its oldest pending message to send
- * as the probe.
+ * For each target in probe_targets, fetch its oldest due message to send as
+ * the probe.  Only a due one: a probe that succeeds is a delivery, and
+ * nothing is sent before its time (outbox_send's deliver_at, a retry's
+ * backoff).
  */
 static void
 find_probes(void)
@@ -1416,6 +1588,7 @@ find_probes(void)
 					   "SELECT " MESSAGE_COLUMNS
 					   "  FROM outbox.messages m"
 					   " WHERE state = 'pending' AND target = $1"
+					   "   AND next_attempt_at <= now()"
 					   "   AND (key IS NULL OR id = ("
 					   OUTBOX_KEY_HEAD("id", "m.target", "m.key") "))"
 					   " ORDER BY next_attempt_at, id LIMIT 1",
@@ -1425,7 +1598,7 @@ find_probes(void)
 			continue;			/* nothing to probe with */
 		tup = SPI_tuptable->vals[0];
 		t = find_tracked(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-													 1, &isnull)));
+													 MC_ID, &isnull)));
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;			/* still in flight from before the circuit opened */
 		t = tracked_entry(message_from_row(tup, SPI_tuptable->tupdesc, &buf),
@@ -1536,14 +1709,15 @@ dispatcher_detach(int code, Datum arg)
 }
 
 /*
- * Until CREATE EXTENSION has run, look for it every EXTENSION_CHECK_MS, or
- * at once when a commit asks for a scan.
+ * Until the extension is installed at the library's version, look for it
+ * every EXTENSION_CHECK_MS, or at once when a commit asks for a scan.  What
+ * is missing is logged once each time it changes.
  */
 static void
 check_extension(bool scan_requested)
 {
 	static TimestampTz next_check = 0;
-	static bool logged = false;
+	static OutboxExtensionState logged = OUTBOX_EXTENSION_UNKNOWN;
 	TimestampTz now = GetCurrentTimestamp();
 	Latch	   *decoder;
 
@@ -1551,22 +1725,35 @@ check_extension(bool scan_requested)
 		return;
 	run_in_transaction(noop, "check for the extension");
 	next_check = TimestampTzPlusMilliseconds(now, EXTENSION_CHECK_MS);
-	if (extension_ready)
-	{
-		logged = false;
-		outbox_set_state(&outbox_shared->dispatcher, "delivering");
-	}
-	else if (!logged)
-	{
-		outbox_set_state(&outbox_shared->dispatcher,
-						 "waiting for CREATE EXTENSION outbox");
-		ereport(LOG,
-				(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
-						outbox_shared->database)));
-		logged = true;
-	}
-	else
+	if (extension_state == logged)
 		return;
+	logged = extension_state;
+	switch (extension_state)
+	{
+		case OUTBOX_EXTENSION_READY:
+			outbox_set_state(&outbox_shared->dispatcher, "delivering");
+			break;
+		case OUTBOX_EXTENSION_MISSING:
+			outbox_set_state(&outbox_shared->dispatcher,
+							 "waiting for CREATE EXTENSION outbox");
+			ereport(LOG,
+					(errmsg("outbox dispatcher is waiting for CREATE EXTENSION outbox in database \"%s\"",
+							outbox_shared->database)));
+			break;
+		case OUTBOX_EXTENSION_OUTDATED:
+			outbox_set_state(&outbox_shared->dispatcher,
+							 "waiting for ALTER EXTENSION outbox UPDATE");
+			ereport(LOG,
+					(errmsg("outbox extension in database \"%s\" is at version %s, but the library is at version %s; messages wait",
+							outbox_shared->database, extension_version,
+							OUTBOX_VERSION),
+					 errhint("Run ALTER EXTENSION outbox UPDATE; in database \"%s\".",
+							 outbox_shared->database)));
+			break;
+		case OUTBOX_EXTENSION_UNKNOWN:
+			/* the transaction failed: look again */
+			return;
+	}
 
 	/* The decoder waits for this news, good or bad */
 	SpinLockAcquire(&outbox_shared->mutex);

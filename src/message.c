@@ -8,12 +8,16 @@
  * an OutboxMessage.  Messages found by a table scan are encoded the same way,
  * so the dispatcher has a single representation.
  *
- * Layout: id (int64), commit LSN (uint64), xid (uint32), attempts (int32),
- * then target,
+ * Layout: id (int64), commit LSN (uint64), then as int32: the OID of the
+ * table the row belongs to, xid, attempts, probe_failures; then target,
  * message_id, message_type, key as (int32 length incl. NUL, or -1 for NULL)
  * followed by the bytes, then headers and payload as (int32 length or -1)
  * followed by the jsonb varlena, each starting at a MAXALIGN'd offset so
  * that it can be used in place.
+ *
+ * The table's OID tells rows of a dropped outbox.messages from rows of the
+ * one CREATE EXTENSION made again: ids start from 1 in each, so an id alone
+ * would let an outcome land on another message.
  *
  *-------------------------------------------------------------------------
  */
@@ -60,22 +64,34 @@ put_jsonb(StringInfo out, Jsonb *j)
 }
 
 void
-outbox_message_encode(StringInfo out, int64 id, XLogRecPtr lsn,
-					  TransactionId xid, int32 attempts, const char *target,
-					  const char *message_id, const char *message_type,
-					  const char *key, Jsonb *headers, Jsonb *payload)
+outbox_message_encode(StringInfo out, const OutboxMessage *msg)
 {
 	Assert(out->len == 0);
-	appendBinaryStringInfo(out, (char *) &id, sizeof(id));
-	appendBinaryStringInfo(out, (char *) &lsn, sizeof(lsn));
-	put_int32(out, (int32) xid);
-	put_int32(out, attempts);
-	put_string(out, target);
-	put_string(out, message_id);
-	put_string(out, message_type);
-	put_string(out, key);
-	put_jsonb(out, headers);
-	put_jsonb(out, payload);
+	appendBinaryStringInfo(out, (char *) &msg->id, sizeof(msg->id));
+	appendBinaryStringInfo(out, (char *) &msg->commit_lsn,
+						   sizeof(msg->commit_lsn));
+	put_int32(out, (int32) msg->relid);
+	put_int32(out, (int32) msg->xid);
+	put_int32(out, msg->attempts);
+	put_int32(out, msg->probe_failures);
+	put_string(out, msg->target);
+	put_string(out, msg->message_id);
+	put_string(out, msg->message_type);
+	put_string(out, msg->key);
+	put_jsonb(out, msg->headers);
+	put_jsonb(out, msg->payload);
+}
+
+/* The commit LSN of an encoded message, without decoding the rest */
+XLogRecPtr
+outbox_message_commit_lsn(const char *buf, uint32 len)
+{
+	XLogRecPtr	lsn;
+
+	if (len < sizeof(int64) + sizeof(XLogRecPtr))
+		elog(ERROR, "outbox message truncated");
+	memcpy(&lsn, buf + sizeof(int64), sizeof(XLogRecPtr));
+	return lsn;
 }
 
 static int32
@@ -125,8 +141,10 @@ outbox_message_decode(const char *buf, uint32 len)
 	pos += sizeof(int64);
 	memcpy(&msg->commit_lsn, msg->data + pos, sizeof(XLogRecPtr));
 	pos += sizeof(XLogRecPtr);
+	msg->relid = (Oid) get_int32(msg->data, &pos, len);
 	msg->xid = (TransactionId) get_int32(msg->data, &pos, len);
 	msg->attempts = get_int32(msg->data, &pos, len);
+	msg->probe_failures = get_int32(msg->data, &pos, len);
 	msg->target = get_bytes(msg->data, &pos, len, false);
 	msg->message_id = get_bytes(msg->data, &pos, len, false);
 	msg->message_type = get_bytes(msg->data, &pos, len, false);

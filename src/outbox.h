@@ -123,6 +123,15 @@ typedef struct OutboxTargetStatus
 	char		last_error[256];
 } OutboxTargetStatus;
 
+/* What the dispatcher last found of the extension in its database */
+typedef enum OutboxExtensionState
+{
+	OUTBOX_EXTENSION_UNKNOWN,	/* the dispatcher has not looked yet */
+	OUTBOX_EXTENSION_MISSING,	/* no CREATE EXTENSION outbox */
+	OUTBOX_EXTENSION_OUTDATED,	/* its SQL is older than the library */
+	OUTBOX_EXTENSION_READY
+} OutboxExtensionState;
+
 /* The shared state of one database's workers */
 typedef struct OutboxShared
 {
@@ -138,9 +147,8 @@ typedef struct OutboxShared
 	Latch	   *decoder_latch;
 	Latch	   *dispatcher_latch;
 
-	/* Set by the dispatcher once CREATE EXTENSION outbox has run */
-	bool		extension_ready;
-	bool		extension_checked;	/* the dispatcher has looked at least once */
+	/* Set by the dispatcher each time it looks */
+	OutboxExtensionState extension;
 
 	/* True while the decoder feeds the ring from a decoding context */
 	bool		decoder_streaming;
@@ -193,8 +201,10 @@ typedef struct OutboxMessage
 {
 	int64		id;
 	XLogRecPtr	commit_lsn;		/* from WAL; InvalidXLogRecPtr from a scan */
+	Oid			relid;			/* the outbox.messages the row belongs to */
 	TransactionId xid;			/* from WAL, until seen committed; else invalid */
-	int32		attempts;		/* attempts already made */
+	int32		attempts;		/* HTTP requests already made */
+	int32		probe_failures; /* ... of which failed while the circuit was open */
 	char	   *target;
 	char	   *message_id;		/* may be NULL */
 	char	   *message_type;	/* may be NULL */
@@ -204,12 +214,8 @@ typedef struct OutboxMessage
 	char	   *data;
 } OutboxMessage;
 
-extern void outbox_message_encode(StringInfo out, int64 id, XLogRecPtr lsn,
-								  TransactionId xid, int32 attempts,
-								  const char *target,
-								  const char *message_id,
-								  const char *message_type, const char *key,
-								  Jsonb *headers, Jsonb *payload);
+extern void outbox_message_encode(StringInfo out, const OutboxMessage *msg);
+extern XLogRecPtr outbox_message_commit_lsn(const char *buf, uint32 len);
 extern OutboxMessage *outbox_message_decode(const char *buf, uint32 len);
 extern void outbox_message_free(OutboxMessage *msg);
 extern char *outbox_webhook_id(int64 id, const char *message_id);
@@ -274,6 +280,7 @@ typedef struct OutboxVerdict
 {
 	const char *state;			/* "delivered", "pending" or "dead" */
 	int32		attempts;		/* attempts to record */
+	int32		probe_failures; /* ... of which failed probes */
 	TimestampTz next_attempt_at;	/* 0: unchanged */
 } OutboxVerdict;
 
@@ -283,7 +290,8 @@ extern List *outbox_target_all(void);
 extern int	outbox_target_limit(OutboxTarget *target);
 extern TimestampTz outbox_retry_time(TimestampTz now, int attempts);
 extern void outbox_target_sent(OutboxTarget *target, bool probe);
-extern void outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
+extern void outbox_judge(OutboxTarget *target, int32 attempts,
+						 int32 probe_failures, bool probe,
 						 OutboxHttpResult *result, TimestampTz now,
 						 OutboxVerdict *verdict);
 extern void outbox_targets_publish(void);

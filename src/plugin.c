@@ -3,8 +3,11 @@
  * plugin.c
  *	  Logical decoding output plugin: emits messages queued by outbox_queue.
  *
- * Only INSERTs into outbox.messages whose via_wal column is true produce
- * output, one record per message in the format of message.c.  Everything
+ * Only INSERTs into outbox.messages of messages queued by outbox_queue and
+ * never attempted (via_wal, pending, no attempts) produce output, one record
+ * per message in the format of message.c.  Other inserted rows, such as the
+ * delivered, dead and retried messages a restore of a dump loads, are left
+ * to the dispatcher's table scans, which honour their state and schedule.  Everything
  * else the reorder buffer hands us is skipped after a cheap test on the
  * relation, because PostgreSQL 15 decodes every change in the database.
  *
@@ -40,12 +43,14 @@ typedef enum PluginColumn
 	COL_HEADERS,
 	COL_PAYLOAD,
 	COL_VIA_WAL,
+	COL_STATE,
+	COL_ATTEMPTS,
 	NUM_COLUMNS
 } PluginColumn;
 
 static const char *const column_names[NUM_COLUMNS] = {
 	"id", "target", "message_id", "message_type", "key", "headers",
-	"payload", "via_wal"
+	"payload", "via_wal", "state", "attempts"
 };
 
 typedef struct PluginState
@@ -159,6 +164,26 @@ column_jsonb(PluginState *state, HeapTuple tuple, TupleDesc desc,
 	return isnull ? NULL : DatumGetJsonbP(d);
 }
 
+/* Was this row queued by outbox_queue, and never attempted? */
+static bool
+is_new_wal_message(PluginState *state, HeapTuple tuple, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		d;
+	char	   *row_state;
+	bool		pending;
+
+	d = column(state, tuple, desc, COL_VIA_WAL, &isnull);
+	if (isnull || !DatumGetBool(d))
+		return false;
+	d = column(state, tuple, desc, COL_ATTEMPTS, &isnull);
+	if (isnull || DatumGetInt32(d) != 0)
+		return false;
+	row_state = column_text(state, tuple, desc, COL_STATE);
+	pending = row_state != NULL && strcmp(row_state, "pending") == 0;
+	return pending;
+}
+
 static void
 plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			  Relation relation, ReorderBufferChange *change)
@@ -168,10 +193,8 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	HeapTuple	tuple;
 	MemoryContext oldcxt;
 	bool		isnull;
-	Datum		via_wal;
 	Datum		id;
-	char	   *target;
-	Jsonb	   *payload;
+	OutboxMessage msg;
 
 	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
 		change->data.tp.newtuple == NULL ||
@@ -181,25 +204,28 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	tuple = &change->data.tp.newtuple->tuple;
 	oldcxt = MemoryContextSwitchTo(state->context);
 
-	via_wal = column(state, tuple, desc, COL_VIA_WAL, &isnull);
-	if (isnull || !DatumGetBool(via_wal))
+	if (!is_new_wal_message(state, tuple, desc))
 		goto done;
 	id = column(state, tuple, desc, COL_ID, &isnull);
 	if (isnull)
 		goto done;
-	target = column_text(state, tuple, desc, COL_TARGET);
-	payload = column_jsonb(state, tuple, desc, COL_PAYLOAD);
-	if (target == NULL || payload == NULL)
+
+	memset(&msg, 0, sizeof(msg));
+	msg.id = DatumGetInt64(id);
+	msg.commit_lsn = txn->end_lsn;
+	msg.relid = RelationGetRelid(relation);
+	msg.xid = txn->xid;
+	msg.target = column_text(state, tuple, desc, COL_TARGET);
+	msg.message_id = column_text(state, tuple, desc, COL_MESSAGE_ID);
+	msg.message_type = column_text(state, tuple, desc, COL_MESSAGE_TYPE);
+	msg.key = column_text(state, tuple, desc, COL_KEY);
+	msg.headers = column_jsonb(state, tuple, desc, COL_HEADERS);
+	msg.payload = column_jsonb(state, tuple, desc, COL_PAYLOAD);
+	if (msg.target == NULL || msg.payload == NULL)
 		goto done;
 
 	resetStringInfo(&state->buf);
-	outbox_message_encode(&state->buf, DatumGetInt64(id), txn->end_lsn,
-						  txn->xid, 0, target,
-						  column_text(state, tuple, desc, COL_MESSAGE_ID),
-						  column_text(state, tuple, desc, COL_MESSAGE_TYPE),
-						  column_text(state, tuple, desc, COL_KEY),
-						  column_jsonb(state, tuple, desc, COL_HEADERS),
-						  payload);
+	outbox_message_encode(&state->buf, &msg);
 
 	OutputPluginPrepareWrite(ctx, true);
 	appendBinaryStringInfo(ctx->out, state->buf.data, state->buf.len);

@@ -13,9 +13,13 @@
  * A target whose attempts keep failing (transport errors, timeouts, 5xx,
  * 408, 429) is probably down, not each of its messages bad.  After
  * outbox.circuit_failures such failures in a row its circuit opens: its
- * messages wait in the table without spending attempts, and one probe at a
- * time goes out on the backoff schedule.  The first 2xx closes the circuit.
- * So a target that is down for a day loses nothing to max_attempts.
+ * messages wait in the table, and one probe at a time goes out on the
+ * backoff schedule.  The first 2xx closes the circuit.  A probe is an
+ * attempt like any other request (the outbox-attempt header, the message's
+ * attempts and outbox.attempts count every request), but a failed one is
+ * also counted in probe_failures, and max_attempts and the backoff only
+ * count the others.  So a target that is down for a day loses nothing to
+ * max_attempts.
  *
  * The state lives in the dispatcher; a copy is published in shared memory
  * for the outbox.targets view.
@@ -243,14 +247,16 @@ update_target(OutboxTarget *target, OutboxHttpResult *r, bool probe,
 
 /*
  * Judge the result of one attempt of a message that had made "attempts"
- * attempts before: update the target, and fill in what to record for the
- * message.
+ * attempts before, "probe_failures" of them failed probes: update the
+ * target, and fill in what to record for the message.
  */
 void
-outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
-			 OutboxHttpResult *r, TimestampTz now, OutboxVerdict *v)
+outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
+			 bool probe, OutboxHttpResult *r, TimestampTz now,
+			 OutboxVerdict *v)
 {
 	bool		was_open = target->open;
+	int32		counted;		/* attempts that count toward max_attempts */
 
 	target->inflight--;
 	if (probe)
@@ -259,7 +265,9 @@ outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
 	status_changed = true;
 
 	v->attempts = attempts + 1;
+	v->probe_failures = probe_failures;
 	v->next_attempt_at = 0;
+	counted = v->attempts - probe_failures;
 
 	if (r->abort_message || (!r->transport_error && r->status == 410))
 		v->state = "dead";
@@ -268,16 +276,16 @@ outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
 	else if (was_open)
 	{
 		/*
-		 * Sent while the circuit was open (a probe): spends no attempt.  It
-		 * goes to the back until the next probe, so that the next probe
-		 * tries another message: one bad message must not keep its target
-		 * closed to all the others.
+		 * Sent while the circuit was open (a probe): it does not count
+		 * toward max_attempts.  It goes to the back until the next probe, so
+		 * that the next probe tries another message: one bad message must
+		 * not keep its target closed to all the others.
 		 */
 		v->state = "pending";
-		v->attempts = attempts;
+		v->probe_failures = probe_failures + 1;
 		v->next_attempt_at = Max(target->probe_at, now + 1000);
 	}
-	else if (v->attempts >= outbox_max_attempts && !target->open)
+	else if (counted >= outbox_max_attempts && !target->open)
 		v->state = "dead";
 	else
 	{
@@ -287,7 +295,7 @@ outbox_judge(OutboxTarget *target, int32 attempts, bool probe,
 			v->next_attempt_at = now +
 				Min(r->retry_after_ms, (int64) outbox_retry_max_delay) * 1000;
 		else
-			v->next_attempt_at = outbox_retry_time(now, v->attempts);
+			v->next_attempt_at = outbox_retry_time(now, counted);
 	}
 }
 

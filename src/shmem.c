@@ -72,8 +72,7 @@ outbox_shmem_startup(void)
 						 "msg_%s_", outbox_database_tag(i));
 			sh->decoder_latch = NULL;
 			sh->dispatcher_latch = NULL;
-			sh->extension_ready = false;
-			sh->extension_checked = false;
+			sh->extension = OUTBOX_EXTENSION_UNKNOWN;
 			sh->decoder_streaming = false;
 			sh->scan_requested = true;
 			sh->decoded_upto = InvalidXLogRecPtr;

@@ -1,7 +1,8 @@
 
 # While a target's circuit is open, one probe request at a time is sent, on
-# the backoff schedule; a failed probe spends none of its message's
-# attempts.  The first 2xx closes the circuit and every due message goes
+# the backoff schedule; a failed probe is an attempt (every request is) but
+# is counted apart in probe_failures and brings its message no closer to
+# outbox.max_attempts.  The first 2xx closes the circuit and every due message goes
 # out at once.  (026 covers a target that refuses connections; here the
 # target answers 500, so the probes can be seen.)
 
@@ -33,7 +34,8 @@ ok(poll_until($node, "SELECT circuit FROM outbox.targets", 'open'),
 
 # Let what was sent before the circuit opened come back, then watch 4 s.
 wait_seconds(1);
-my $attempts = $node->safe_psql('postgres', 'SELECT sum(attempts) FROM outbox.messages');
+my $attempts = $node->safe_psql('postgres',
+	'SELECT sum(attempts - probe_failures) FROM outbox.messages');
 my $t0 = time();
 wait_seconds(4);
 my $t1 = time();
@@ -49,8 +51,14 @@ for my $k (1 .. $#probes)
 	$overlaps++ if $probes[$k]{t} < $probes[ $k - 1 ]{t_done} - 0.01;
 }
 is($overlaps, 0, 'one probe at a time: a probe starts only after the previous one ended');
-is($node->safe_psql('postgres', 'SELECT sum(attempts) FROM outbox.messages'),
-	$attempts, 'failed probes spend no attempts');
+is($node->safe_psql('postgres',
+		'SELECT sum(attempts - probe_failures) FROM outbox.messages'),
+	$attempts, 'failed probes spend none of the attempts max_attempts counts');
+is( $node->safe_psql(
+		'postgres', 'SELECT sum(attempts) - ' . $attempts
+		  . ' = sum(probe_failures) AND sum(probe_failures) >= ' . scalar(@probes)
+		  . ' FROM outbox.messages'),
+	't', 'each failed probe is counted as an attempt and as a probe failure');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT state, count(*) FROM outbox.messages GROUP BY state"),
