@@ -1433,8 +1433,17 @@ start_requests(void)
 								dlist_head_node(&target->queue));
 			if (!committed_visibly(t->msg))
 				continue;		/* a moment more: see committed_visibly() */
-			if (t->msg->key &&
-				(!t->gate_ok || outbox_key_busy(target->name, t->msg->key)))
+			if (t->msg->key && !t->gate_ok)
+			{
+				/*
+				 * It became visible after the gate looked at its key: the
+				 * gate decides at the next turn.  Dropping it would let the
+				 * next message of its key, behind it, go first.
+				 */
+				gate_needed = true;
+				continue;
+			}
+			if (t->msg->key && outbox_key_busy(target->name, t->msg->key))
 				wait_for_key(t);	/* not first in its key after all */
 			else
 			{
@@ -1834,6 +1843,8 @@ next_timeout(void)
 		return EXTENSION_CHECK_MS;
 	if (awaiting_commit)
 		return 1;
+	if (gate_needed)
+		return 0;				/* queued keyed messages wait for the gate */
 	room = any_room();
 	if (scan_wanted && room)
 		return 0;

@@ -26,6 +26,7 @@ our @EXPORT = qw(
   set_control read_answers wait_for_answers log_position wait_for_log_line
   http_date worker_pid cpu_seconds
   start_producer wait_producer producer_ids check_no_loss run_example
+  gdb_attach gdb_command gdb_wait gdb_detach wait_for_decoding
 );
 
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
@@ -49,6 +50,7 @@ sub _wait_limit
 
 my @receivers;    # every receiver started, killed at END
 my @producers;    # IPC::Run handles of start_producer, killed at END
+my @debuggers;    # gdb sessions of gdb_attach, detached at END
 my $receiver_seq = 0;
 
 =pod
@@ -691,9 +693,134 @@ sub wait_seconds
 	return;
 }
 
+=pod
+
+=item wait_for_decoding($node, $dbname)
+
+Wait until the decoder streams from its slot (outbox.workers says
+"decoding ..."), so that what commits from now on takes the WAL path.
+Returns true when it does.
+
+=cut
+
+sub wait_for_decoding
+{
+	my ($node, $dbname) = @_;
+	return poll_until($node,
+		"SELECT state LIKE 'decoding%' FROM outbox.workers WHERE worker = 'decoder'",
+		't', undef, $dbname);
+}
+
+=pod
+
+=item gdb_attach($pid)
+
+Attach gdb to process $pid of the test's server, to hold it at a chosen
+point (a "committed but not yet visible" transaction, a worker stopped in
+the middle of a pass).  The process stops while gdb is attached and runs
+again with gdb_command($g, 'continue') or gdb_detach.  Returns a handle.
+The signals PostgreSQL uses pass through without stopping it.
+
+=cut
+
+sub gdb_attach
+{
+	my ($pid) = @_;
+	my ($in, $out) = ('', '');
+	my $h = IPC::Run::start(
+		[
+			'gdb', '-q', '-nx', '-p', $pid,
+			'-ex', 'set pagination off',
+			'-ex', 'set confirm off',
+			'-ex', 'handle SIGUSR1 SIGUSR2 SIGINT SIGTERM SIGHUP SIGPIPE SIGALRM SIGQUIT nostop noprint pass'
+		],
+		'<', \$in, '>&', \$out);
+	my $g = { handle => $h, in => \$in, out => \$out, pid => $pid, seen => 0 };
+	push @debuggers, $g;
+	gdb_command($g, 'echo gdb-attached\n', qr/gdb-attached/)
+	  or BAIL_OUT("gdb could not attach to process $pid: $out");
+	return $g;
+}
+
+=pod
+
+=item gdb_command($g, $command, $expect, $timeout)
+
+Send one command to gdb.  With $expect (a regexp), wait until gdb's output
+after the command matches it and return true (false after the timeout);
+without, return at once (for "continue", which returns when a breakpoint
+is hit: see gdb_wait).
+
+=cut
+
+sub gdb_command
+{
+	my ($g, $cmd, $expect, $wait) = @_;
+	$g->{seen} = length ${ $g->{out} };
+	${ $g->{in} } .= "$cmd\n";
+	$g->{handle}->pump_nb;
+	return 1 unless $expect;
+	return gdb_wait($g, $expect, $wait);
+}
+
+=pod
+
+=item gdb_wait($g, $expect, $timeout)
+
+Wait until gdb's output since the last command matches $expect, e.g.
+qr/Breakpoint \d+, / once a breakpoint is hit.  Returns true if it did.
+
+=cut
+
+sub gdb_wait
+{
+	my ($g, $expect, $wait) = @_;
+	$wait = _wait_limit($wait);
+	my $deadline = time() + $wait;
+	while (1)
+	{
+		$g->{handle}->pump_nb;
+		return 1 if substr(${ $g->{out} }, $g->{seen}) =~ $expect;
+		last if time() >= $deadline || !$g->{handle}->pumpable;
+		usleep(20_000);
+	}
+	$timed_out = 1;
+	diag "gdb_wait: no match for $expect after ${wait}s; gdb said:\n"
+	  . substr(${ $g->{out} }, $g->{seen});
+	return 0;
+}
+
+=pod
+
+=item gdb_detach($g)
+
+Remove breakpoints, let the process run on and end gdb.
+
+=cut
+
+sub gdb_detach
+{
+	my ($g) = @_;
+	return unless $g->{handle};
+	eval {
+		if ($g->{handle}->pumpable)
+		{
+			# Stop it first if it runs, so that gdb reads the next commands
+			kill 'INT', $g->{handle}->{KIDS}[0]{PID}
+			  if ${ $g->{out} } =~ /Continuing\.\s*\z/;
+			${ $g->{in} } .= "delete\ndetach\nquit\n";
+			$g->{handle}->finish;
+		}
+	};
+	$g->{handle}->kill_kill if $@;
+	delete $g->{handle};
+	return;
+}
+
 END
 {
 	local $?;    # keep the test's exit status
+	gdb_detach($_) foreach @debuggers;
 	foreach my $p (@producers)
 	{
 		eval { $p->kill_kill };
