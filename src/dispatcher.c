@@ -1568,7 +1568,7 @@ static List *probes_to_send = NIL;
  * For each target in probe_targets, fetch its oldest due message to send as
  * the probe.  Only a due one: a probe that succeeds is a delivery, and
  * nothing is sent before its time (outbox_send's deliver_at, a retry's
- * backoff).
+ * backoff).  If the first message is not due yet, the probe waits for it.
  */
 static void
 find_probes(void)
@@ -1594,10 +1594,9 @@ find_probes(void)
 		 * a failed probe the next one takes another message.
 		 */
 		outbox_execute(&probe_plan,
-					   "SELECT " MESSAGE_COLUMNS
+					   "SELECT " MESSAGE_COLUMNS ", next_attempt_at <= now()"
 					   "  FROM outbox.messages m"
 					   " WHERE state = 'pending' AND target = $1"
-					   "   AND next_attempt_at <= now()"
 					   "   AND (key IS NULL OR id = ("
 					   OUTBOX_KEY_HEAD("id", "m.target", "m.key") "))"
 					   " ORDER BY next_attempt_at, id LIMIT 1",
@@ -1606,6 +1605,17 @@ find_probes(void)
 		if (SPI_processed == 0)
 			continue;			/* nothing to probe with */
 		tup = SPI_tuptable->vals[0];
+		if (!DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, MC_NEXT,
+										&isnull)))
+		{
+			/* Probe when the first message is due, or a new one may be */
+			target->probe_at =
+				Min(target->probe_at,
+					DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+													  MC_NEXT_ATTEMPT_AT,
+													  &isnull)));
+			continue;
+		}
 		t = find_tracked(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
 													 MC_ID, &isnull)));
 		if (t != NULL && t->state != TRACK_DONE)

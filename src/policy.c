@@ -277,13 +277,14 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 	{
 		/*
 		 * Sent while the circuit was open (a probe): it does not count
-		 * toward max_attempts.  It goes to the back until the next probe, so
-		 * that the next probe tries another message: one bad message must
-		 * not keep its target closed to all the others.
+		 * toward max_attempts.  It is due again at the next probe, behind
+		 * the messages due before, so that the next probe tries another
+		 * message: one bad message must not keep its target closed to all
+		 * the others.
 		 */
 		v->state = "pending";
 		v->probe_failures = probe_failures + 1;
-		v->next_attempt_at = Max(target->probe_at, now + 1000);
+		v->next_attempt_at = Max(target->probe_at, now);
 	}
 	else if (counted >= outbox_max_attempts && !target->open)
 		v->state = "dead";

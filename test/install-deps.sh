@@ -9,7 +9,7 @@
 set -euo pipefail
 
 packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-          libipc-run-perl perl python3 python3-psycopg2 make gcc pgbouncer)
+          libipc-run-perl perl python3 python3-psycopg2 make gcc pgbouncer gdb)
 
 missing=()
 for p in "${packages[@]}"; do
