@@ -317,7 +317,7 @@ static void
 drop_previous_slot(void)
 {
 	drop_idle_slot(outbox_shared->previous_slot_name,
-				   psprintf("the list of databases changed; the slot is now \"%s\"",
+				   psprintf("it was used before the list of databases changed; the slot is now \"%s\"",
 							slot_name));
 }
 

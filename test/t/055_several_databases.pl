@@ -121,7 +121,7 @@ $node->append_conf('postgresql.conf', qq{outbox.databases = ''\noutbox.database 
 $node->restart;
 ok( wait_for_log_line(
 		$node,
-		qr/dropped replication slot "outbox_app_a", which it used before the list of databases changed; it now uses "outbox"/,
+		qr/dropped replication slot "outbox_app_a": it was used before the list of databases changed; the slot is now "outbox"/,
 		$offset),
 	'one database again: the decoder says it drops the slot it used with several');
 ok( poll_until(
