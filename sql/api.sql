@@ -35,6 +35,17 @@ SELECT via_wal, state, next_attempt_at = created_at AS due_now FROM outbox.messa
 SELECT outbox_send('orders', '{"later": true}', deliver_at => '2099-01-01 00:00+00') AS id \gset
 SELECT next_attempt_at = '2099-01-01 00:00+00' AS scheduled FROM outbox.messages WHERE id = :id;
 
+-- message_ids that no derived webhook-id (msg_<id>, msg_<database>_<id>)
+-- can equal are the caller's to choose
+SELECT count(outbox_queue('orders', '{}', message_id => m)) AS queued
+  FROM unnest(ARRAY['msg_2KWPBgLlAfxdpx2AI54pPJ85f4W', 'msg_abc', 'msg_12a', 'msg_1_',
+                    'msg-3', 'MSG_3', 'msg_App_3', 'msg_', 'order_3', 'xmsg_3']) AS m;
+
+-- headers that are not reserved pass as given
+SELECT outbox_queue('orders', '{}', headers =>
+       '{"x-tenant": "acme", "X-Request-Id": "r-1", "traceparent": "00-4bf9-00f0-01"}') AS id \gset
+SELECT headers FROM outbox.messages WHERE id = :id;
+
 -- a duplicate (target, message_id) returns the existing id and queues nothing
 SELECT outbox_queue('orders', '{"v": 1}', message_id => 'order-42-created') AS first \gset
 SELECT outbox_queue('orders', '{"v": 2}', message_id => 'order-42-created') = :first AS same_id;

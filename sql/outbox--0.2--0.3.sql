@@ -11,3 +11,21 @@ ALTER TABLE outbox.messages
 
 COMMENT ON COLUMN outbox.messages.probe_failures
     IS 'Attempts that failed while the target''s circuit was open; they do not count toward outbox.max_attempts';
+
+-- Nothing is granted to PUBLIC, whatever the default privileges (ALTER
+-- DEFAULT PRIVILEGES) of the role that runs CREATE EXTENSION say: they
+-- apply to the objects this script and the earlier ones create.  Objects
+-- added by later scripts must be revoked there.  outbox.slot_name() is
+-- called by outbox.workers, so operators who read it need EXECUTE on it.
+REVOKE ALL ON SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON TABLE outbox.messages, outbox.attempts FROM PUBLIC;
+REVOKE ALL ON SEQUENCE outbox.messages_id_seq FROM PUBLIC;
+REVOKE ALL ON outbox.targets, outbox.status, outbox.stats, outbox.workers FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox.slot_name() FROM PUBLIC;
+
+-- The messages and their attempts are data, not part of the extension's
+-- definition: pg_dump must dump their rows (a dump restored elsewhere keeps
+-- every message, pending ones are delivered there).
+SELECT pg_catalog.pg_extension_config_dump('outbox.messages', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.messages_id_seq', '');

@@ -14,6 +14,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -150,7 +152,10 @@ check_header(const char *name, int name_len, const JsonbValue *value,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("header \"%.*s\" is not allowed: %s", name_len, name,
-						problem)));
+						problem),
+				 outbox_header_reserved(name, name_len) ?
+				 errhint("Reserved header names (in any case): %s.",
+						 outbox_reserved_headers()) : 0));
 }
 
 static void
@@ -170,6 +175,55 @@ check_headers(Jsonb *headers)
 				 errdetail("The limit is %d entries and %d bytes.",
 						   OUTBOX_MAX_HEADERS, OUTBOX_MAX_HEADERS_SIZE)));
 	outbox_headers_walk(headers, check_header, NULL);
+}
+
+/*
+ * Is this message_id one that outbox_webhook_id could derive from a row id:
+ * "msg_<id>", or "msg_<tag>_<id>" with several databases, where the tag is
+ * the tail of a slot name ([a-z0-9_]) and the id digits?  A caller's id of
+ * that form would be the webhook-id of another message, and a receiver that
+ * de-duplicates would drop one of them.  The rule covers every tag, so it
+ * does not depend on the databases configured now.
+ */
+static bool
+is_derived_webhook_id(const char *s)
+{
+	const char *p;
+	const char *digits;
+
+	if (strncmp(s, "msg_", 4) != 0)
+		return false;
+	s += 4;
+	/* the id: the digits at the end */
+	digits = s + strlen(s);
+	while (digits > s && isdigit((unsigned char) digits[-1]))
+		digits--;
+	if (*digits == '\0')
+		return false;
+	if (digits == s)
+		return true;			/* msg_<id> */
+	/* msg_<tag>_<id> */
+	if (digits[-1] != '_')
+		return false;
+	for (p = s; p < digits; p++)
+	{
+		if (!(islower((unsigned char) *p) || isdigit((unsigned char) *p) ||
+			  *p == '_'))
+			return false;
+	}
+	return true;
+}
+
+static void
+check_message_id(const char *message_id)
+{
+	if (is_derived_webhook_id(message_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message_id \"%s\" has the form of a webhook-id derived from a row id",
+						message_id),
+				 errdetail("Messages queued without a message_id are sent with webhook-id msg_<id> or msg_<database>_<id>; receivers would take one message for the other."),
+				 errhint("Choose a message_id of another form, such as \"order-42-created\".")));
 }
 
 static void
@@ -294,8 +348,16 @@ enqueue(FunctionCallInfo fcinfo, bool via_wal)
 	message_type = label_arg(fcinfo, 2, "message_type");
 	key = label_arg(fcinfo, 3, "key");
 	message_id = label_arg(fcinfo, 4, "message_id");
+	if (message_id)
+		check_message_id(message_id);
 	if (!PG_ARGISNULL(5))
 		check_headers(PG_GETARG_JSONB_P(5));
+	if (!via_wal && !PG_ARGISNULL(6) &&
+		TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(6)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("deliver_at must be a finite time"),
+				 errhint("Pass NULL to deliver at once, or a time such as now() + interval '1 hour'.")));
 
 	bind_arg(values, nulls, 0, CStringGetTextDatum(target), false);
 	bind_arg(values, nulls, 1, JsonbPGetDatum(payload), false);
