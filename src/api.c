@@ -18,9 +18,12 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -32,6 +35,14 @@ PG_FUNCTION_INFO_V1(outbox_send);
 PG_FUNCTION_INFO_V1(outbox_retry);
 PG_FUNCTION_INFO_V1(outbox_redrive);
 PG_FUNCTION_INFO_V1(outbox_purge_dead);
+
+/*
+ * The lock that serialises the producers of one (target, key) lives in the
+ * advisory lock space, told apart from the pg_advisory_* functions' (which
+ * use 1 and 2) and from other users' by this value of field4.  pg_locks
+ * shows it as locktype 'advisory' with objsubid = this value.
+ */
+#define OUTBOX_KEY_LOCK_FIELD4	0x6F78	/* "ox" */
 
 /* Longest message_type, key or message_id, in bytes */
 #define OUTBOX_MAX_LABEL_LEN	1000
@@ -242,6 +253,38 @@ check_target(const char *target)
 }
 
 /*
+ * Per-key order is id order (the table scan, the key gate and retries all
+ * go by id) and must also be commit order (the WAL fast path hands
+ * messages over as their transactions commit).  Ids are taken at INSERT,
+ * commits come later, so two producers of one key could commit in the
+ * opposite order of their ids.  To make the two orders one, the producers
+ * of a (target, key) serialise: each takes this transaction-level lock
+ * before its INSERT, so the next one gets its id only once the first has
+ * committed or aborted.  The lock is released after the committing
+ * transaction left the proc array, so its row is visible to whoever takes
+ * the lock next.  The tag holds a 64-bit hash of target and key; two keys
+ * that share a hash merely serialise too.
+ */
+static void
+lock_key(const char *target, const char *key)
+{
+	StringInfoData buf;
+	uint64		hash;
+	LOCKTAG		tag;
+
+	/* target cannot contain a NUL, so "target\0key" is unambiguous */
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, target, strlen(target) + 1);
+	appendStringInfoString(&buf, key);
+	hash = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
+	pfree(buf.data);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hash >> 32),
+						 (uint32) hash, OUTBOX_KEY_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
  * Insert the row; on a duplicate (target, message_id) return the id of the
  * message already queued, queueing nothing.
  */
@@ -373,6 +416,8 @@ enqueue(FunctionCallInfo fcinfo, bool via_wal)
 		bind_arg(values, nulls, 6, PG_GETARG_DATUM(6), PG_ARGISNULL(6));
 	bind_arg(values, nulls, 7, BoolGetDatum(via_wal), false);
 
+	if (key)
+		lock_key(target, key);
 	id = insert_message(values, nulls, &inserted);
 	if (inserted)
 		wake_at_commit(via_wal);
