@@ -29,6 +29,12 @@ LANGUAGE sql AS $$
    WHERE d.refclassid = 'pg_extension'::regclass
      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'outbox')
      AND d.deptype = 'e'
+  UNION ALL
+  -- what pg_dump dumps the data of
+  SELECT 'configuration ' || c.relid::regclass::text, c.condition, NULL, NULL
+    FROM pg_extension e,
+         unnest(e.extconfig, e.extcondition) AS c(relid, condition)
+   WHERE e.extname = 'outbox'
 $$;
 
 CREATE ROLE outbox_upgrade_ops;
