@@ -23,6 +23,24 @@ REVOKE ALL ON SEQUENCE outbox.messages_id_seq FROM PUBLIC;
 REVOKE ALL ON outbox.targets, outbox.status, outbox.stats, outbox.workers FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox.slot_name() FROM PUBLIC;
 
+-- Roles that could read outbox.workers before this update still can: they
+-- get EXECUTE on outbox.slot_name(), which PUBLIC no longer has.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::regrole
+          FROM pg_class c, aclexplode(c.relacl) a
+         WHERE c.oid = 'outbox.workers'::regclass
+           AND a.privilege_type = 'SELECT'
+           AND a.grantee NOT IN (0, c.relowner)
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION outbox.slot_name() TO %s', grantee);
+    END LOOP;
+END
+$$;
+
 -- The messages and their attempts are data, not part of the extension's
 -- definition: pg_dump must dump their rows (a dump restored elsewhere keeps
 -- every message, pending ones are delivered there).
