@@ -4,8 +4,10 @@
 # serialise: the second waits (pg_locks shows it) until the first commits,
 # so the ids, the commits and the deliveries are in one order, whether the
 # messages travel the WAL fast path, the table scan (outbox_send, here
-# scheduled a little later), or wait out a receiver that is down.  Other
-# keys and unkeyed messages do not wait.
+# scheduled a little later; outbox_queue with wal_level = replica), or wait
+# out a receiver that is down.  Other keys and unkeyed messages do not
+# wait; two transactions taking two keys in opposite orders deadlock, and
+# PostgreSQL ends one of them.
 
 use strict;
 use warnings;
@@ -46,7 +48,6 @@ sub race
 		"SELECT pg_xact_status('$xid2') = 'committed' OR EXISTS "
 		  . "(SELECT FROM pg_locks WHERE pid = $pid2 AND NOT granted)",
 		't');
-	wait_seconds(0.2);
 	my $waited = $node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_locks WHERE pid = $pid2 AND NOT granted "
 		  . "AND locktype = 'advisory'");
@@ -152,6 +153,23 @@ my $queued = $node->safe_psql('postgres',
 	  . "WHERE message_id LIKE 'dl-%'");
 ok($queued eq 'dl-1-a dl-1-b' || $queued eq 'dl-2-a dl-2-b',
 	'one of them commits both its messages, the other none') or diag $queued;
-
 $node->stop;
+
+# --- wal_level = replica: outbox_queue rows are found by table scans ------
+
+# The dispatcher is held (SIGSTOP) while the producers commit, so that one
+# scan finds both messages, as after a restart.
+$node = outbox_node('key_commit_order_replica',
+	targets => 'sink=' . receiver_url($sink, '/sink'),
+	conf => "track_commit_timestamp = on\nwal_level = replica");
+my $dispatcher = worker_pid($node, 'outbox dispatcher');
+ok(kill('STOP', $dispatcher), 'the dispatcher is held');
+($committed, $waited) = race('replica',
+	"outbox_queue('sink', '{\"p\": %1\$s}', key => 'replica', message_id => 'replica-p%1\$s')");
+ok(kill('CONT', $dispatcher), 'and goes on once both producers committed');
+is($waited, 1, 'with wal_level = replica, the second producer waits too');
+is(delivery_order($sink, 'replica'), $committed,
+	'and the table scan delivers in commit order');
+$node->stop;
+
 done_testing();
