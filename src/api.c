@@ -4,17 +4,17 @@
  *	  SQL-callable functions: outbox_queue and outbox_send to enqueue,
  *	  outbox_retry, outbox_redrive and outbox_purge_dead for dead letters.
  *
- * The enqueue functions validate their arguments, insert one row into outbox.messages in the
- * caller's transaction, and arrange for the workers to be woken when that
- * transaction commits.  outbox_queue marks its row for the WAL fast path
- * (the decoder hands it over within milliseconds); outbox_send rows are
- * found by the dispatcher's table scan, which the commit also triggers.
+ * The enqueue functions validate their arguments, insert one row into
+ * outbox.messages in the caller's transaction (for a keyed message, once
+ * the earlier producers of its key have committed: see lock_key), and
+ * arrange for the workers to be woken when that transaction commits.
+ * outbox_queue marks its row for the WAL fast path (the decoder hands it
+ * over within milliseconds); outbox_send rows are found by the dispatcher's
+ * table scan, which the commit also triggers.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <ctype.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
@@ -199,7 +199,6 @@ check_headers(Jsonb *headers)
 static bool
 is_derived_webhook_id(const char *s)
 {
-	const char *p;
 	const char *digits;
 
 	if (strncmp(s, "msg_", 4) != 0)
@@ -207,7 +206,7 @@ is_derived_webhook_id(const char *s)
 	s += 4;
 	/* the id: the digits at the end */
 	digits = s + strlen(s);
-	while (digits > s && isdigit((unsigned char) digits[-1]))
+	while (digits > s && digits[-1] >= '0' && digits[-1] <= '9')
 		digits--;
 	if (*digits == '\0')
 		return false;
@@ -216,10 +215,9 @@ is_derived_webhook_id(const char *s)
 	/* msg_<tag>_<id> */
 	if (digits[-1] != '_')
 		return false;
-	for (p = s; p < digits; p++)
+	for (const char *p = s; p < digits; p++)
 	{
-		if (!(islower((unsigned char) *p) || isdigit((unsigned char) *p) ||
-			  *p == '_'))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
 			return false;
 	}
 	return true;
