@@ -43,7 +43,10 @@ $$;
 
 -- The messages and their attempts are data, not part of the extension's
 -- definition: pg_dump must dump their rows (a dump restored elsewhere keeps
--- every message, pending ones are delivered there).
+-- every message, pending ones are delivered there).  pg_dump dumps the
+-- position of the identity sequence of messages.id only when the sequence
+-- is registered too; without it, new ids would start again at 1 and collide
+-- with the restored ones.
 SELECT pg_catalog.pg_extension_config_dump('outbox.messages', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.messages_id_seq', '');
