@@ -62,6 +62,20 @@ SELECT outbox_queue('orders', '{"rolled": "back"}') > 0 AS queued;
 ROLLBACK;
 SELECT count(*) = :before AS nothing_left FROM outbox.messages;
 
+-- a keyed message holds a lock on its (target, key) until the transaction
+-- ends, which pg_locks shows; unkeyed messages take none
+BEGIN;
+SELECT outbox_queue('orders', '{}') > 0 AS queued_unkeyed;
+SELECT count(*) AS key_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT outbox_queue('orders', '{}', key => 'customer-9') > 0 AS queued,
+       outbox_send('orders', '{}', key => 'customer-9') > 0 AS sent;
+SELECT outbox_queue('billing', '{}', key => 'customer-9') > 0 AS queued_other_target;
+SELECT locktype, database = (SELECT oid FROM pg_database WHERE datname = current_database()) AS this_database,
+       objsubid, mode, granted
+  FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+ROLLBACK;
+SELECT count(*) AS key_locks_after_rollback FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+
 -- outbox_retry returns one dead message to pending, with attempts reset
 UPDATE outbox.messages SET state = 'dead', attempts = 12, last_status = 500
  WHERE message_id IN ('inv-1', 'order-42-created');
