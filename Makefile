@@ -25,7 +25,7 @@ PG_CPPFLAGS = -DOUTBOX_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Werror
 
 # pg_regress: the SQL surface, on a throwaway instance of its own
-REGRESS = api errors upgrade
+REGRESS = api errors privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

@@ -35,6 +35,17 @@ SELECT via_wal, state, next_attempt_at = created_at AS due_now FROM outbox.messa
 SELECT outbox_send('orders', '{"later": true}', deliver_at => '2099-01-01 00:00+00') AS id \gset
 SELECT next_attempt_at = '2099-01-01 00:00+00' AS scheduled FROM outbox.messages WHERE id = :id;
 
+-- message_ids that no derived webhook-id (msg_<id>, msg_<database>_<id>)
+-- can equal are the caller's to choose
+SELECT count(outbox_queue('orders', '{}', message_id => m)) AS queued
+  FROM unnest(ARRAY['msg_2KWPBgLlAfxdpx2AI54pPJ85f4W', 'msg_abc', 'msg_12a', 'msg_1_',
+                    'msg-3', 'MSG_3', 'msg_App_3', 'msg_', 'order_3', 'xmsg_3']) AS m;
+
+-- headers that are not reserved pass as given
+SELECT outbox_queue('orders', '{}', headers =>
+       '{"x-tenant": "acme", "X-Request-Id": "r-1", "traceparent": "00-4bf9-00f0-01"}') AS id \gset
+SELECT headers FROM outbox.messages WHERE id = :id;
+
 -- a duplicate (target, message_id) returns the existing id and queues nothing
 SELECT outbox_queue('orders', '{"v": 1}', message_id => 'order-42-created') AS first \gset
 SELECT outbox_queue('orders', '{"v": 2}', message_id => 'order-42-created') = :first AS same_id;
@@ -50,6 +61,20 @@ BEGIN;
 SELECT outbox_queue('orders', '{"rolled": "back"}') > 0 AS queued;
 ROLLBACK;
 SELECT count(*) = :before AS nothing_left FROM outbox.messages;
+
+-- a keyed message holds a lock on its (target, key) until the transaction
+-- ends, which pg_locks shows; unkeyed messages take none
+BEGIN;
+SELECT outbox_queue('orders', '{}') > 0 AS queued_unkeyed;
+SELECT count(*) AS key_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT outbox_queue('orders', '{}', key => 'customer-9') > 0 AS queued,
+       outbox_send('orders', '{}', key => 'customer-9') > 0 AS sent;
+SELECT outbox_queue('billing', '{}', key => 'customer-9') > 0 AS queued_other_target;
+SELECT locktype, database = (SELECT oid FROM pg_database WHERE datname = current_database()) AS this_database,
+       objsubid, mode, granted
+  FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+ROLLBACK;
+SELECT count(*) AS key_locks_after_rollback FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 
 -- outbox_retry returns one dead message to pending, with attempts reset
 UPDATE outbox.messages SET state = 'dead', attempts = 12, last_status = 500

@@ -30,6 +30,20 @@ SELECT outbox_queue('orders', '{}',
     headers => (SELECT jsonb_object_agg('x-h' || g, 'v') FROM generate_series(1, 101) g));
 SELECT outbox_queue('orders', '{}', headers => jsonb_build_object('x-big', repeat('v', 70000)));
 
+-- headers that carry credentials or that proxies and frameworks trust to
+-- say who calls or which method is meant are reserved; the hint lists them
+SELECT outbox_queue('orders', '{}', headers => '{"Authorization": "Bearer stolen"}');
+SELECT outbox_send('orders', '{}', headers => '{"x-forwarded-for": "10.0.0.1"}');
+
+-- deliver_at must be a point in time
+SELECT outbox_send('orders', '{}', deliver_at => 'infinity');
+SELECT outbox_send('orders', '{}', deliver_at => '-infinity');
+
+-- a message_id shaped like a webhook-id the outbox derives from a row id
+-- (msg_<id>, msg_<database>_<id>) could name another message: refused
+SELECT outbox_queue('orders', '{}', message_id => 'msg_3');
+SELECT outbox_send('orders', '{}', message_id => 'msg_app_a_12');
+
 -- NUL bytes and invalid UTF-8 never reach the functions: text and jsonb
 -- refuse them on input
 SELECT outbox_queue(convert_from('\x6f72646572730078'::bytea, 'UTF8'), '{}');
@@ -61,8 +75,24 @@ SELECT call, pg_temp.sqlstate_of(call) AS sqlstate FROM (VALUES
     ($q$SELECT outbox_queue('shipping', '{}')$q$),
     ($q$SELECT outbox_queue('orders', '{}', key => E'\n')$q$),
     ($q$SELECT outbox_queue('orders', '{}', message_id => repeat('x', 1001))$q$),
-    ($q$SELECT outbox_queue('orders', '{}', headers => '{"x-count": 3}')$q$)
+    ($q$SELECT outbox_queue('orders', '{}', headers => '{"x-count": 3}')$q$),
+    ($q$SELECT outbox_send('orders', '{}', deliver_at => 'infinity')$q$)
 ) AS t(call);
+
+-- every reserved header name, in any case
+SELECT name, pg_temp.sqlstate_of(format($q$SELECT outbox_queue('orders', '{}', headers => %L)$q$,
+                                        jsonb_build_object(name, 'v'))) AS sqlstate
+  FROM unnest(ARRAY['authorization', 'Cookie', 'PROXY-AUTHORIZATION', 'Forwarded',
+                    'X-Forwarded', 'X-Forwarded-For', 'X-Forwarded-Host', 'x-forwarded-proto',
+                    'X-HTTP-Method-Override', 'X-Method-Override', 'X-HTTP-Method',
+                    'Keep-Alive', 'Proxy-Connection']) AS name;
+
+-- every shape of derived webhook-id, whatever database tag produced it
+SELECT message_id, pg_temp.sqlstate_of(format($q$SELECT outbox_queue('orders', '{}', message_id => %L)$q$,
+                                              message_id)) AS sqlstate
+  FROM unnest(ARRAY['msg_1', 'msg_9223372036854775807', 'msg_0042', 'msg_app_1',
+                    'msg_app_a_12', 'msg_0_7', 'msg_outbox_x_y__3fa2c1d0_5',
+                    'msg__1']) AS message_id;
 
 -- nothing was queued by any of the above
 SELECT count(*) FROM outbox.messages;

@@ -29,6 +29,12 @@ LANGUAGE sql AS $$
    WHERE d.refclassid = 'pg_extension'::regclass
      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'outbox')
      AND d.deptype = 'e'
+  UNION ALL
+  -- what pg_dump dumps the data of
+  SELECT 'configuration ' || c.relid::regclass::text, c.condition, NULL, NULL
+    FROM pg_extension e,
+         unnest(e.extconfig, e.extcondition) AS c(relid, condition)
+   WHERE e.extname = 'outbox'
 $$;
 
 CREATE ROLE outbox_upgrade_ops;
@@ -36,6 +42,7 @@ CREATE EXTENSION outbox VERSION '0.1';
 SELECT outbox_send('orders', '{"kept": true}') > 0 AS queued;
 GRANT USAGE ON SCHEMA outbox TO outbox_upgrade_ops;
 GRANT SELECT ON outbox.workers TO outbox_upgrade_ops;
+GRANT EXECUTE ON FUNCTION outbox.worker_state() TO outbox_upgrade_ops;
 
 ALTER EXTENSION outbox UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'outbox';
@@ -43,7 +50,14 @@ SELECT extversion FROM pg_extension WHERE extname = 'outbox';
 -- the data and the grants made before the update survive it
 SELECT payload FROM outbox.messages;
 SELECT has_table_privilege('outbox_upgrade_ops', 'outbox.workers', 'SELECT') AS ops_can_read_workers;
+-- outbox.workers calls outbox.slot_name(), no longer executable by PUBLIC:
+-- the update granted it to the roles that read the view
+SELECT has_function_privilege('outbox_upgrade_ops', 'outbox.slot_name()', 'EXECUTE') AS ops_can_run_slot_name;
+SET ROLE outbox_upgrade_ops;
+SELECT count(*) AS ops_reads_workers FROM outbox.workers;
+RESET ROLE;
 REVOKE SELECT ON outbox.workers FROM outbox_upgrade_ops;
+REVOKE EXECUTE ON FUNCTION outbox.slot_name(), outbox.worker_state() FROM outbox_upgrade_ops;
 REVOKE USAGE ON SCHEMA outbox FROM outbox_upgrade_ops;
 CREATE TEMP TABLE upgraded AS SELECT * FROM pg_temp.outbox_objects();
 

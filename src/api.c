@@ -4,11 +4,13 @@
  *	  SQL-callable functions: outbox_queue and outbox_send to enqueue,
  *	  outbox_retry, outbox_redrive and outbox_purge_dead for dead letters.
  *
- * The enqueue functions validate their arguments, insert one row into outbox.messages in the
- * caller's transaction, and arrange for the workers to be woken when that
- * transaction commits.  outbox_queue marks its row for the WAL fast path
- * (the decoder hands it over within milliseconds); outbox_send rows are
- * found by the dispatcher's table scan, which the commit also triggers.
+ * The enqueue functions validate their arguments, insert one row into
+ * outbox.messages in the caller's transaction (for a keyed message, once
+ * the earlier producers of its key have committed: see lock_key), and
+ * arrange for the workers to be woken when that transaction commits.
+ * outbox_queue marks its row for the WAL fast path (the decoder hands it
+ * over within milliseconds); outbox_send rows are found by the dispatcher's
+ * table scan, which the commit also triggers.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,9 +18,12 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -30,6 +35,14 @@ PG_FUNCTION_INFO_V1(outbox_send);
 PG_FUNCTION_INFO_V1(outbox_retry);
 PG_FUNCTION_INFO_V1(outbox_redrive);
 PG_FUNCTION_INFO_V1(outbox_purge_dead);
+
+/*
+ * The lock that serialises the producers of one (target, key) lives in the
+ * advisory lock space, told apart from the pg_advisory_* functions' (which
+ * use 1 and 2) and from other users' by this value of field4.  pg_locks
+ * shows it as locktype 'advisory' with objsubid = this value.
+ */
+#define OUTBOX_KEY_LOCK_FIELD4	0x6F78	/* "ox" */
 
 /* Longest message_type, key or message_id, in bytes */
 #define OUTBOX_MAX_LABEL_LEN	1000
@@ -150,7 +163,10 @@ check_header(const char *name, int name_len, const JsonbValue *value,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("header \"%.*s\" is not allowed: %s", name_len, name,
-						problem)));
+						problem),
+				 outbox_header_reserved(name, name_len) ?
+				 errhint("Reserved header names (in any case): %s.",
+						 outbox_reserved_headers()) : 0));
 }
 
 static void
@@ -172,6 +188,53 @@ check_headers(Jsonb *headers)
 	outbox_headers_walk(headers, check_header, NULL);
 }
 
+/*
+ * Is this message_id one that outbox_webhook_id could derive from a row id:
+ * "msg_<id>", or "msg_<tag>_<id>" with several databases, where the tag is
+ * the tail of a slot name ([a-z0-9_]) and the id digits?  A caller's id of
+ * that form would be the webhook-id of another message, and a receiver that
+ * de-duplicates would drop one of them.  The rule covers every tag, so it
+ * does not depend on the databases configured now.
+ */
+static bool
+is_derived_webhook_id(const char *s)
+{
+	const char *digits;
+
+	if (strncmp(s, "msg_", 4) != 0)
+		return false;
+	s += 4;
+	/* the id: the digits at the end */
+	digits = s + strlen(s);
+	while (digits > s && digits[-1] >= '0' && digits[-1] <= '9')
+		digits--;
+	if (*digits == '\0')
+		return false;
+	if (digits == s)
+		return true;			/* msg_<id> */
+	/* msg_<tag>_<id> */
+	if (digits[-1] != '_')
+		return false;
+	for (const char *p = s; p < digits; p++)
+	{
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	}
+	return true;
+}
+
+static void
+check_message_id(const char *message_id)
+{
+	if (is_derived_webhook_id(message_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message_id \"%s\" has the form of a webhook-id derived from a row id",
+						message_id),
+				 errdetail("Messages queued without a message_id are sent with webhook-id msg_<id> or msg_<database>_<id>; receivers would take one message for the other."),
+				 errhint("Choose a message_id of another form, such as \"order-42-created\".")));
+}
+
 static void
 check_target(const char *target)
 {
@@ -185,6 +248,38 @@ check_target(const char *target)
 			 errdetail("Configured targets: %s.", outbox_target_list()),
 			 errhint("Add %s=<url> to outbox.targets in postgresql.conf and reload the configuration.",
 					 target)));
+}
+
+/*
+ * Per-key order is id order (the table scan, the key gate and retries all
+ * go by id) and must also be commit order (the WAL fast path hands
+ * messages over as their transactions commit).  Ids are taken at INSERT,
+ * commits come later, so two producers of one key could commit in the
+ * opposite order of their ids.  To make the two orders one, the producers
+ * of a (target, key) serialise: each takes this transaction-level lock
+ * before its INSERT, so the next one gets its id only once the first has
+ * committed or aborted.  The lock is released after the committing
+ * transaction left the proc array, so its row is visible to whoever takes
+ * the lock next.  The tag holds a 64-bit hash of target and key; two keys
+ * that share a hash merely serialise too.
+ */
+static void
+lock_key(const char *target, const char *key)
+{
+	StringInfoData buf;
+	uint64		hash;
+	LOCKTAG		tag;
+
+	/* target cannot contain a NUL, so "target\0key" is unambiguous */
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, target, strlen(target) + 1);
+	appendStringInfoString(&buf, key);
+	hash = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
+	pfree(buf.data);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hash >> 32),
+						 (uint32) hash, OUTBOX_KEY_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
 /*
@@ -294,8 +389,16 @@ enqueue(FunctionCallInfo fcinfo, bool via_wal)
 	message_type = label_arg(fcinfo, 2, "message_type");
 	key = label_arg(fcinfo, 3, "key");
 	message_id = label_arg(fcinfo, 4, "message_id");
+	if (message_id)
+		check_message_id(message_id);
 	if (!PG_ARGISNULL(5))
 		check_headers(PG_GETARG_JSONB_P(5));
+	if (!via_wal && !PG_ARGISNULL(6) &&
+		TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(6)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("deliver_at must be a finite time"),
+				 errhint("Pass NULL to deliver at once, or a time such as now() + interval '1 hour'.")));
 
 	bind_arg(values, nulls, 0, CStringGetTextDatum(target), false);
 	bind_arg(values, nulls, 1, JsonbPGetDatum(payload), false);
@@ -311,6 +414,8 @@ enqueue(FunctionCallInfo fcinfo, bool via_wal)
 		bind_arg(values, nulls, 6, PG_GETARG_DATUM(6), PG_ARGISNULL(6));
 	bind_arg(values, nulls, 7, BoolGetDatum(via_wal), false);
 
+	if (key)
+		lock_key(target, key);
 	id = insert_message(values, nulls, &inserted);
 	if (inserted)
 		wake_at_commit(via_wal);

@@ -207,19 +207,73 @@ outbox_headers_walk(Jsonb *headers, OutboxHeaderFn fn, void *arg)
 }
 
 /*
+ * Header names a message may not set: those that frame the request, those
+ * that carry credentials (Authorization would replace the URL's, and the
+ * receiver would take the producer for whoever owns them), and those that
+ * proxies and frameworks trust to say who is calling or which method is
+ * meant.  Then the prefixes of names that are reserved as well: the
+ * outbox's own protocol, and X-Forwarded-*.
+ */
+static const char *const reserved_headers[] = {
+	"content-length", "content-type", "transfer-encoding", "host",
+	"connection", "keep-alive", "proxy-connection", "expect", "te",
+	"trailer", "upgrade",
+	"authorization", "proxy-authorization", "cookie",
+	"forwarded", "x-forwarded",
+	"x-http-method-override", "x-http-method", "x-method-override"
+};
+static const char *const reserved_header_prefixes[] = {
+	"webhook-", "outbox-", "x-forwarded-"
+};
+
+/*
+ * Is this a reserved header name (in any case)?
+ */
+bool
+outbox_header_reserved(const char *name, int name_len)
+{
+	for (int i = 0; i < lengthof(reserved_headers); i++)
+	{
+		if (strlen(reserved_headers[i]) == name_len &&
+			pg_strncasecmp(name, reserved_headers[i], name_len) == 0)
+			return true;
+	}
+	for (int i = 0; i < lengthof(reserved_header_prefixes); i++)
+	{
+		int			len = strlen(reserved_header_prefixes[i]);
+
+		if (name_len >= len &&
+			pg_strncasecmp(name, reserved_header_prefixes[i], len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The reserved header names, for a hint: "content-length, ..., webhook-*".
+ */
+char *
+outbox_reserved_headers(void)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < lengthof(reserved_headers); i++)
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", reserved_headers[i]);
+	for (int i = 0; i < lengthof(reserved_header_prefixes); i++)
+		appendStringInfo(&buf, ", %s*", reserved_header_prefixes[i]);
+	return buf.data;
+}
+
+/*
  * Is this header one a message may set?  Returns NULL if so, or the reason.
- * Names must be HTTP tokens; names that frame the request or that belong to
- * the outbox's own protocol are reserved; values must not break the line.
+ * Names must be HTTP tokens and not reserved (see reserved_headers); values
+ * must not break the line.
  */
 const char *
 outbox_header_problem(const char *name, int name_len,
 					  const char *value, int value_len)
 {
-	static const char *const reserved[] = {
-		"content-length", "content-type", "transfer-encoding", "host",
-		"connection", "expect", "te", "trailer", "upgrade"
-	};
-
 	if (name_len == 0)
 		return "header name is empty";
 	for (int i = 0; i < name_len; i++)
@@ -229,15 +283,8 @@ outbox_header_problem(const char *name, int name_len,
 		if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL) || c == '\0')
 			return "header name contains a character that is not allowed in HTTP header names";
 	}
-	if ((name_len >= 8 && pg_strncasecmp(name, "webhook-", 8) == 0) ||
-		(name_len >= 7 && pg_strncasecmp(name, "outbox-", 7) == 0))
-		return "header names starting with \"webhook-\" or \"outbox-\" are reserved";
-	for (int i = 0; i < lengthof(reserved); i++)
-	{
-		if (strlen(reserved[i]) == name_len &&
-			pg_strncasecmp(name, reserved[i], name_len) == 0)
-			return "header name is reserved";
-	}
+	if (outbox_header_reserved(name, name_len))
+		return "header name is reserved";
 	for (int i = 0; i < value_len; i++)
 	{
 		unsigned char c = (unsigned char) value[i];

@@ -225,6 +225,8 @@ typedef void (*OutboxHeaderFn) (const char *name, int name_len,
 extern void outbox_headers_walk(Jsonb *headers, OutboxHeaderFn fn, void *arg);
 extern const char *outbox_header_problem(const char *name, int name_len,
 										 const char *value, int value_len);
+extern bool outbox_header_reserved(const char *name, int name_len);
+extern char *outbox_reserved_headers(void);
 
 /* ---- http.c ---- */
 

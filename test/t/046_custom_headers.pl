@@ -34,7 +34,7 @@ sub as_bytes
 
 my $long = 'v' x 4000;
 my $headers = qq({"x-tenant": "acme", "X-Request-Id": "req-42",
-  "authorization": "Bearer abc.def.ghi", "x-colon": "a: b; c=d, e",
+  "x-trace": "abc.def.ghi", "x-colon": "a: b; c=d, e",
   "x-unicode": "Zoë ✓ 日本", "x-long": "$long", "x-tab": "a\\tb",
   "accept": "application/vnd.acme+json", "user-agent": "acme-app/1.0",
   "x-empty": ""});
@@ -48,11 +48,11 @@ SELECT $fn('orders', '{"n": 1}', message_id => 'h-$fn', headers => '$headers')})
 	my $h = $req ? $req->{headers} : {};
 
 	my @missing = grep { !exists $h->{$_} }
-	  qw(x-tenant x-request-id authorization x-colon x-unicode x-long x-tab);
+	  qw(x-tenant x-request-id x-trace x-colon x-unicode x-long x-tab);
 	is("@missing", '', "$fn: every header arrives");
 	is($h->{'x-tenant'}, 'acme', "$fn: a plain value arrives as given");
 	is($h->{'x-request-id'}, 'req-42', "$fn: a mixed-case name arrives (case-insensitively)");
-	is($h->{authorization}, 'Bearer abc.def.ghi', "$fn: an Authorization header arrives");
+	is($h->{'x-trace'}, 'abc.def.ghi', "$fn: dots in a value survive");
 	is($h->{'x-colon'}, 'a: b; c=d, e', "$fn: colons, semicolons and commas in a value survive");
 	is(as_bytes($h->{'x-unicode'}), 'Zoë ✓ 日本',
 		"$fn: a unicode value arrives as its UTF-8 bytes");
@@ -73,6 +73,10 @@ my @refused = (
 	q({"Webhook-Signature": "v1,forged"}),
 	q({"OUTBOX-attempt": "7"}),
 	q({"Host": "evil.example"}),
+	q({"Authorization": "Bearer stolen"}),
+	q({"cookie": "session=1"}),
+	q({"X-Forwarded-For": "10.0.0.1"}),
+	q({"X-HTTP-Method-Override": "DELETE"}),
 	q({"x-a": "b\r\nX-Injected: 1"}),
 	q({"x-a": "b\nX-Injected: 1"}),
 	q({"x a": "b"}));

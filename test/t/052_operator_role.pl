@@ -34,9 +34,9 @@ GRANT EXECUTE ON FUNCTION outbox_queue(text, jsonb, text, text, text, jsonb),
 GRANT USAGE ON SCHEMA outbox TO ops;
 GRANT SELECT ON outbox.messages, outbox.attempts, outbox.targets,
                 outbox.status, outbox.stats, outbox.workers TO ops;
-GRANT EXECUTE ON FUNCTION outbox.target_state(), outbox.worker_state(), outbox_stats(),
-                          outbox_stats_reset(), outbox_retry(bigint), outbox_redrive(text),
-                          outbox_purge_dead(interval) TO ops;
+GRANT EXECUTE ON FUNCTION outbox.target_state(), outbox.worker_state(), outbox.slot_name(),
+                          outbox_stats(), outbox_stats_reset(), outbox_retry(bigint),
+                          outbox_redrive(text), outbox_purge_dead(interval) TO ops;
 });
 
 # Run $sql as $role; returns (exit code, stdout, stderr).
