@@ -76,11 +76,13 @@ SELECT locktype, database = (SELECT oid FROM pg_database WHERE datname = current
 ROLLBACK;
 SELECT count(*) AS key_locks_after_rollback FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 
--- outbox_retry returns one dead message to pending, with attempts reset
-UPDATE outbox.messages SET state = 'dead', attempts = 12, last_status = 500
+-- outbox_retry returns one dead message to pending, with attempts (failed
+-- probes included) reset
+UPDATE outbox.messages SET state = 'dead', attempts = 12, probe_failures = 4,
+       last_status = 500
  WHERE message_id IN ('inv-1', 'order-42-created');
 SELECT outbox_retry(id) FROM outbox.messages WHERE message_id = 'inv-1';
-SELECT state, attempts, last_status, next_attempt_at <= now() AS due_now
+SELECT state, attempts, probe_failures, last_status, next_attempt_at <= now() AS due_now
   FROM outbox.messages WHERE message_id = 'inv-1';
 -- a message that is not dead is left alone
 SELECT outbox_retry(id) FROM outbox.messages WHERE message_id = 'inv-1';

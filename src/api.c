@@ -467,7 +467,8 @@ revive(SPIPlanPtr *plan, const char *sql, Oid argtype, Datum arg, bool isnull)
 
 #define REVIVE_SQL \
 	"UPDATE outbox.messages" \
-	"   SET state = 'pending', attempts = 0, next_attempt_at = now()" \
+	"   SET state = 'pending', attempts = 0, probe_failures = 0," \
+	"       next_attempt_at = now()" \
 	" WHERE state = 'dead'"
 
 /*

@@ -366,8 +366,8 @@ publish_progress(XLogRecPtr upto)
 }
 
 /*
- * Decode until the extension goes away (then return), or until an ERROR or
- * SIGTERM ends the process.
+ * Decode until the extension goes away or must be updated (then return), or
+ * until an ERROR or SIGTERM ends the process.
  */
 static void
 decode_stream(MemoryContext context)

@@ -47,6 +47,7 @@
 #include "access/xlog.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "nodes/makefuncs.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type_d.h"
 #include "common/pg_prng.h"
@@ -502,22 +503,45 @@ find_extension(bool *current)
 }
 
 /*
+ * Lock one of the extension's tables for the rest of the transaction, so
+ * that it cannot be dropped (or dropped and made again) under our queries;
+ * returns its OID, or InvalidOid if it does not exist.
+ */
+static Oid
+lock_table(const char *name)
+{
+	return RangeVarGetRelidExtended(makeRangeVar(OUTBOX_SCHEMA_NAME,
+												 (char *) name, -1),
+									AccessShareLock, RVR_MISSING_OK,
+									NULL, NULL);
+}
+
+/*
  * Find the extension and its table, and forget everything if they are not
  * the ones we knew: the extension was dropped or recreated, so ids no
- * longer mean what they meant.
+ * longer mean what they meant.  The tables are locked first: a DROP
+ * EXTENSION that has not committed yet makes us wait for it, so that what
+ * we look up here is what our queries will use.  Otherwise an outcome held
+ * for a message of the dropped table could be written to the new table's
+ * row of the same id.
  */
 static void
 check_extension_objects(void)
 {
+	Oid			relid = lock_table(OUTBOX_TABLE_NAME);
 	bool		current;
-	Oid			oid = find_extension(&current);
-	Oid			relid = InvalidOid;
+	Oid			oid;
 
-	if (OidIsValid(oid))
-		relid = get_relname_relid(OUTBOX_TABLE_NAME,
-								  get_namespace_oid(OUTBOX_SCHEMA_NAME, true));
+	(void) lock_table("attempts");
+	oid = find_extension(&current);
+	if (!OidIsValid(oid))
+		relid = InvalidOid;
 	if (oid != extension_oid || relid != messages_relid)
 	{
+		if (OidIsValid(extension_oid) && OidIsValid(oid))
+			ereport(LOG,
+					(errmsg("outbox dispatcher found outbox.messages made again in database \"%s\"; it forgets what it held of the old one",
+							outbox_shared->database)));
 		forget_all();
 		free_plans();
 		outbox_keys_forget();
@@ -538,8 +562,9 @@ check_extension_objects(void)
  * outcomes held so far, so that fn never reads a row we sent as still
  * pending.  An ERROR is logged, the transaction is aborted and false
  * returned: the caller retries later, and nothing it holds is lost (the
- * outcomes are kept for the next transaction).  The extension's presence is
- * checked first; nothing is run if it is missing.
+ * outcomes are kept for the next transaction).  The extension is checked
+ * first; if it is not ready (missing, or not at the library's version),
+ * fn is not run and false is returned too.
  */
 static bool
 run_in_transaction(void (*fn) (void), const char *activity)
@@ -573,6 +598,8 @@ run_in_transaction(void (*fn) (void), const char *activity)
 		CommitTransactionCommand();
 		if (extension_ready)
 			forget_outcomes();
+		else
+			ok = false;			/* fn did not run */
 
 		/*
 		 * A background worker reports its table statistics itself; without
@@ -1470,13 +1497,23 @@ start_requests(void)
  * committed before we started (the first scan finds those), or a row of
  * another outbox.messages than ours.  For that last, a table we do not know
  * yet may have been created: look at the extension again, and sweep.
+ *
+ * The ring carries messages in commit order, and outbox_queue's messages of
+ * one transaction in id order, so a copy decoded again never comes after
+ * the last message taken.  Rows inserted otherwise (a restore of a dump)
+ * may come out of id order within their transaction; such a row, and a
+ * copy decoded again of a message the ring could not carry the first time,
+ * are found by a sweep.
  */
 static bool
 ring_message_wanted(OutboxMessage *msg)
 {
 	if (msg->commit_lsn < ring_last_lsn ||
 		(msg->commit_lsn == ring_last_lsn && msg->id <= ring_last_id))
+	{
+		rescan();
 		return false;
+	}
 	ring_last_lsn = msg->commit_lsn;
 	ring_last_id = msg->id;
 	if (msg->relid != messages_relid)
@@ -1766,7 +1803,7 @@ check_extension(bool scan_requested)
 					(errmsg("outbox extension in database \"%s\" is at version %s, but the library is at version %s; messages wait",
 							outbox_shared->database, extension_version,
 							OUTBOX_VERSION),
-					 errhint("Run ALTER EXTENSION outbox UPDATE; in database \"%s\".",
+					 errhint("If the library is the newer one, run ALTER EXTENSION outbox UPDATE; in database \"%s\". If the extension is, restart the server so that it loads the library installed with it.",
 							 outbox_shared->database)));
 			break;
 		case OUTBOX_EXTENSION_UNKNOWN:
@@ -1826,12 +1863,14 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		}
 	}
 	awaiting_commit = false;
+
+	/* Each may find the extension gone: the next only runs if it is not */
 	if (extension_ready)
-	{
 		gate_keyed_messages();
+	if (extension_ready)
 		start_requests();
+	if (extension_ready)
 		send_probes();
-	}
 	if (extension_ready && now >= next_prune_at)
 	{
 		if (!run_in_transaction(prune, "remove old delivered messages"))

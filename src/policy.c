@@ -267,7 +267,7 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 	v->attempts = attempts + 1;
 	v->probe_failures = probe_failures;
 	v->next_attempt_at = 0;
-	counted = v->attempts - probe_failures;
+	counted = Max(v->attempts - probe_failures, 1);
 
 	if (r->abort_message || (!r->transport_error && r->status == 410))
 		v->state = "dead";

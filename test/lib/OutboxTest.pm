@@ -738,7 +738,7 @@ sub gdb_attach
 	my $g = { handle => $h, in => \$in, out => \$out, pid => $pid, seen => 0 };
 	push @debuggers, $g;
 	gdb_command($g, 'echo gdb-attached\n', qr/gdb-attached/)
-	  or BAIL_OUT("gdb could not attach to process $pid: $out");
+	  or die "gdb could not attach to process $pid: $out";
 	return $g;
 }
 

@@ -54,11 +54,8 @@ is($overlaps, 0, 'one probe at a time: a probe starts only after the previous on
 is($node->safe_psql('postgres',
 		'SELECT sum(attempts - probe_failures) FROM outbox.messages'),
 	$attempts, 'failed probes spend none of the attempts max_attempts counts');
-is( $node->safe_psql(
-		'postgres', 'SELECT sum(attempts) - ' . $attempts
-		  . ' = sum(probe_failures) AND sum(probe_failures) >= ' . scalar(@probes)
-		  . ' FROM outbox.messages'),
-	't', 'each failed probe is counted as an attempt and as a probe failure');
+cmp_ok($node->safe_psql('postgres', 'SELECT sum(probe_failures) FROM outbox.messages'),
+	'>=', scalar(@probes), 'each failed probe is counted as a probe failure');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT state, count(*) FROM outbox.messages GROUP BY state"),

@@ -30,6 +30,7 @@ ok(poll_until($node,
 	'and records them delivered');
 
 # The extension is made again; the new table's messages are for later.
+my $offset = log_position($node);
 $node->safe_psql('postgres', q{
 BEGIN;
 DROP EXTENSION outbox;
@@ -41,7 +42,10 @@ SELECT outbox_send('orders', jsonb_build_object('new', g),
 });
 is($node->safe_psql('postgres', 'SELECT string_agg(id::text, \',\' ORDER BY id) FROM outbox.messages'),
 	'1,2,3', 'the new table numbers its messages from 1 again');
-wait_seconds(2);    # the dispatcher meets the new table
+ok(wait_for_log_line($node,
+		qr/outbox dispatcher found outbox.messages made again in database "postgres"/,
+		$offset),
+	'the dispatcher meets the new table and says so');
 
 # The decoder resumes and hands over the dropped table's messages.
 kill 'CONT', $decoder;

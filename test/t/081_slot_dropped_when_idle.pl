@@ -22,13 +22,20 @@ ok(wait_for_decoding($node), 'the decoder streams from its slot');
 
 # --- DROP EXTENSION while the decoder waits to be restarted ---------------
 
+# The decoder is held (SIGSTOP) while the extension is dropped and the
+# dispatcher notices, then ends: it never sees the drop while streaming.
 my $decoder = worker_pid($node, 'outbox decoder');
 my $offset = log_position($node);
+kill 'STOP', $decoder;
+$node->safe_psql('postgres', 'DROP EXTENSION outbox');
+ok(wait_for_log_line($node,
+		qr/outbox dispatcher is waiting for CREATE EXTENSION outbox/, $offset),
+	'the dispatcher notices the DROP EXTENSION');
 kill 'TERM', $decoder;
+kill 'CONT', $decoder;
 ok(wait_for_log_line($node, qr/background worker "outbox decoder" \(PID $decoder\) exited/,
 		$offset),
-	'the decoder exits; the postmaster restarts it after a delay');
-$node->safe_psql('postgres', 'DROP EXTENSION outbox');
+	'the decoder exits without having seen it; the postmaster restarts it after a delay');
 ok(poll_until($node, $slot_count, '0', 20),
 	'the restarted decoder drops its slot, since the extension is gone');
 ok(wait_for_log_line($node,

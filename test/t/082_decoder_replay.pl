@@ -24,6 +24,7 @@ gdb_command($gdb, 'break outbox_ring_put', qr/Breakpoint 1 at/);
 gdb_command($gdb, 'continue');
 $node->safe_psql('postgres',
 	"SELECT count(outbox_queue('orders', jsonb_build_object('n', g), message_id => 'rp-' || g)) FROM generate_series(1, $n) g");
+my $committed = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 ok(gdb_wait($gdb, qr/Breakpoint 1, /), 'the decoder decodes the transaction');
 
 # Hold it where the pass ends, before it confirms what it decoded
@@ -46,7 +47,11 @@ gdb_detach($gdb);
 my $restarted = worker_pid($node, 'outbox decoder', not => $decoder);
 ok($restarted, 'the decoder is restarted');
 ok(wait_for_decoding($node), 'and streams again from where it had confirmed');
-wait_seconds(2);
+ok(poll_until($node,
+		"SELECT confirmed_flush_lsn >= '$committed' FROM pg_replication_slots WHERE slot_name = 'outbox'",
+		't'),
+	'it has decoded the transaction again and handed it over');
+wait_seconds(1);    # for the dispatcher to take it from the ring
 
 is(scalar(read_requests($orders)), $n,
 	'no message is sent again from the copies decoded again');

@@ -25,12 +25,13 @@ CREATE EXTENSION outbox VERSION '0.2';
 SELECT outbox_queue('orders', '{"n": 1}', message_id => 'waits');
 });
 ok(wait_for_log_line($node,
-		qr/outbox extension in database "postgres" is at version 0\.2, but the library is at version \Q$library\E; messages wait\n.*HINT:  Run ALTER EXTENSION outbox UPDATE;/s,
+		qr/outbox extension in database "postgres" is at version 0\.2, but the library is at version \Q$library\E; messages wait\n.*HINT:  If the library is the newer one, run ALTER EXTENSION outbox UPDATE;/s,
 		$offset),
 	'the dispatcher says the extension must be updated, and how');
-is( $node->safe_psql('postgres',
-		"SELECT string_agg(state, ',' ORDER BY worker) FROM outbox.workers"),
-	'waiting for ALTER EXTENSION outbox UPDATE,waiting for ALTER EXTENSION outbox UPDATE',
+ok( poll_until(
+		$node,
+		"SELECT string_agg(state, ',' ORDER BY worker) FROM outbox.workers",
+		'waiting for ALTER EXTENSION outbox UPDATE,waiting for ALTER EXTENSION outbox UPDATE'),
 	'outbox.workers shows both workers waiting for the update');
 wait_seconds(2);
 is(scalar(read_requests($orders)), 0, 'nothing is sent meanwhile');
