@@ -1359,7 +1359,10 @@ key_listed(List *keys, const char *key)
  * A queue is in commit order, and each key is walked in that order: a
  * message whose transaction is not visible yet (see committed_visibly())
  * holds back every later message of its key, which the table check could
- * not see behind it.
+ * not see behind it.  A message of the key that is not in the queue is
+ * visible to the table check: producers of one key serialise (see
+ * lock_key() in api.c), so a message's transaction only gets its id once
+ * the transaction of the one before it has become visible.
  */
 static void
 gate_keyed_messages(void)
