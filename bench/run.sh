@@ -41,7 +41,7 @@
 # of a soak, like the timings, does not fail the run.
 set -euo pipefail
 
-pgbin=/usr/lib/postgresql/15/bin
+pgbin=${OUTBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pgbin:$PATH"
 
 usage="usage: bash bench/run.sh [--quick | --soak [--soak-minutes N]]"

@@ -11,7 +11,7 @@
 # Only 127.0.0.1 is used.
 set -euo pipefail
 
-pgbin=/usr/lib/postgresql/15/bin
+pgbin=${OUTBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pgbin:$PATH"
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@
 # postgres user (initdb refuses root).  Started as any other user it runs
 # the flow as that user.  OUTBOX_KEEP=1 keeps the scratch directory.
 
-pgbin=/usr/lib/postgresql/15/bin
+pgbin=${OUTBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pgbin:$PATH"
 
 # ---------------------------------------------------------------------------
