@@ -44,7 +44,7 @@
 /* Make the slot's position crash-safe at most this often */
 #define DECODER_SAVE_INTERVAL_MS	1000
 /* Pause after a pass that found WAL, so that passes decode several commits */
-#define DECODER_GATHER_US		1000
+#define DECODER_GATHER_MS		1
 /* Recheck a condition that only an administrator can fix */
 #define DECODER_RECHECK_MS		10000
 
@@ -436,7 +436,8 @@ decode_stream(MemoryContext context)
 			 * Under load, commits come faster than one pass per commit
 			 * pays off: let a few gather before the next pass.
 			 */
-			pg_usleep(DECODER_GATHER_US);
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 DECODER_GATHER_MS, PG_WAIT_EXTENSION);
 		}
 
 		decoder_sleep(DECODER_NAPTIME_MS);

@@ -128,7 +128,7 @@ typedef struct TrackedEntry
 typedef struct Outcome
 {
 	int64		id;
-	const char *state;
+	OutboxState state;
 	int32		attempts;
 	int32		probe_failures;
 	int32		status;			/* 0: none */
@@ -141,8 +141,16 @@ typedef struct Outcome
 	TimestampTz finished_at;
 } Outcome;
 
+/*
+ * Memory: outbox_dispatcher_context holds what lives as long as the
+ * process (tracking, key and target state, outcomes held); its children
+ * hold the messages being handled, scratch space reset after each use, and
+ * whatever one turn of the loop allocates, reset at the end of the turn.
+ */
+MemoryContext outbox_dispatcher_context = NULL;
 static MemoryContext message_context;
 static MemoryContext scratch_context;	/* reset after each use */
+static MemoryContext turn_context;	/* reset after each turn of the loop */
 
 /*
  * Every message committed before this WAL position that the ring will ever
@@ -560,7 +568,7 @@ check_extension_objects(void)
 /*
  * Run fn inside a transaction with SPI connected, after recording the
  * outcomes held so far, so that fn never reads a row we sent as still
- * pending.  An ERROR is logged, the transaction is aborted and false
+ * pending.  An ERROR is reported, the transaction is aborted and false
  * returned: the caller retries later, and nothing it holds is lost (the
  * outcomes are kept for the next transaction).  The extension is checked
  * first; if it is not ready (missing, or not at the library's version),
@@ -609,17 +617,18 @@ run_in_transaction(void (*fn) (void), const char *activity)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
+		/*
+		 * As autovacuum does for a work item: report the error as it came
+		 * (SQLSTATE, detail and hint included) with what we were doing,
+		 * abort, and carry on.
+		 */
+		HOLD_INTERRUPTS();
+		errcontext("outbox dispatcher: %s (it will try again; no message is lost)",
+				   activity);
+		EmitErrorReport();
 		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("outbox dispatcher could not %s: %s", activity,
-						edata->message),
-				 errdetail("It will try again; no message is lost.")));
-		FreeErrorData(edata);
+		FlushErrorState();
+		RESUME_INTERRUPTS();
 		ok = false;
 	}
 	PG_END_TRY();
@@ -1009,7 +1018,7 @@ record_outcomes(void)
 		Outcome    *o = &outcomes[i];
 
 		cols[0][i] = Int64GetDatum(o->id);
-		cols[1][i] = CStringGetTextDatum(o->state);
+		cols[1][i] = CStringGetTextDatum(outbox_state_name(o->state));
 		cols[2][i] = Int32GetDatum(o->attempts);
 		cols[3][i] = Int32GetDatum(o->status);
 		nulls[3][i] = (o->status == 0);
@@ -1072,7 +1081,7 @@ static void
 add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 {
 	Outcome    *o;
-	bool		delivered = (strcmp(v->state, "delivered") == 0);
+	bool		delivered = (v->state == OUTBOX_DELIVERED);
 
 	if (n_outcomes == max_outcomes)
 	{
@@ -1091,7 +1100,8 @@ add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
 	o->attempts = v->attempts;
 	o->probe_failures = v->probe_failures;
 	o->status = r->transport_error ? 0 : (int32) r->status;
-	o->error = delivered ? NULL : MemoryContextStrdup(TopMemoryContext, r->error);
+	o->error = delivered ? NULL :
+		MemoryContextStrdup(outbox_dispatcher_context, r->error);
 	o->delivered_at = delivered ? now : 0;
 	o->next_attempt_at = v->next_attempt_at;
 	if (v->next_attempt_at != 0 &&
@@ -1124,7 +1134,7 @@ request_done(OutboxHttpResult *r)
 
 	if (t->msg->key)
 	{
-		bool		retry = (strcmp(v.state, "pending") == 0);
+		bool		retry = (v.state == OUTBOX_PENDING);
 		bool		waiting = outbox_key_finished(target->name, t->msg->key);
 
 		if (retry)
@@ -1256,7 +1266,7 @@ report_missing_target(const char *target)
 					target),
 			 errhint("Add %s=<url> to outbox.targets and reload the configuration.",
 					 target)));
-	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	reported_targets = lappend(reported_targets, pstrdup(target));
 	MemoryContextSwitchTo(oldcxt);
 }
@@ -1662,7 +1672,7 @@ find_probes(void)
 			continue;			/* still in flight from before the circuit opened */
 		t = tracked_entry(message_from_row(tup, SPI_tuptable->tupdesc, &buf),
 						  GetXLogInsertRecPtr(), target, t);
-		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 		probes_to_send = lappend(probes_to_send, t);
 		MemoryContextSwitchTo(oldcxt);
 	}
@@ -1677,7 +1687,7 @@ static void
 send_probes(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	ListCell   *lc;
 
 	foreach(lc, outbox_target_all())
@@ -1957,19 +1967,26 @@ outbox_dispatcher_main(Datum main_arg)
 	outbox_shared->dispatcher_latch = MyLatch;
 	SpinLockRelease(&outbox_shared->mutex);
 
-	message_context = AllocSetContextCreate(TopMemoryContext,
+	outbox_dispatcher_context = AllocSetContextCreate(TopMemoryContext,
+													  "outbox dispatcher",
+													  ALLOCSET_DEFAULT_SIZES);
+	message_context = AllocSetContextCreate(outbox_dispatcher_context,
 											"outbox messages",
 											ALLOCSET_DEFAULT_SIZES);
-	scratch_context = AllocSetContextCreate(TopMemoryContext,
+	scratch_context = AllocSetContextCreate(outbox_dispatcher_context,
 											"outbox scratch",
 											ALLOCSET_DEFAULT_SIZES);
+	turn_context = AllocSetContextCreate(outbox_dispatcher_context,
+										 "outbox loop turn",
+										 ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(outbox_dispatcher_context);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(TrackedEntry);
-	ctl.hcxt = TopMemoryContext;
+	ctl.hcxt = outbox_dispatcher_context;
 	tracked = hash_create("outbox tracked messages", 4096, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	max_outcomes = 64;
-	outcomes = MemoryContextAlloc(TopMemoryContext,
+	outcomes = MemoryContextAlloc(outbox_dispatcher_context,
 								  sizeof(Outcome) * max_outcomes);
 	initStringInfo(&ringbuf);
 	outbox_count(STAT_DISPATCHER_STARTS, 1);
@@ -1981,6 +1998,8 @@ outbox_dispatcher_main(Datum main_arg)
 	{
 		bool		scan_requested;
 
+		MemoryContextSwitchTo(turn_context);
+		MemoryContextReset(turn_context);
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			shutdown_gracefully();

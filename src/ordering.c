@@ -89,7 +89,7 @@ key_state(const char *target, const char *key, bool create)
 
 		ctl.keysize = sizeof(uint64);
 		ctl.entrysize = sizeof(KeyState);
-		ctl.hcxt = TopMemoryContext;
+		ctl.hcxt = outbox_dispatcher_context;
 		keys = hash_create("outbox keys", 1024, &ctl,
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
@@ -163,7 +163,7 @@ outbox_key_lookup(const char *target, const char *key, TimestampTz at)
 {
 	size_t		tlen = strlen(target) + 1;
 	size_t		klen = strlen(key) + 1;
-	KeyLookup  *l = MemoryContextAlloc(TopMemoryContext,
+	KeyLookup  *l = MemoryContextAlloc(outbox_dispatcher_context,
 									   sizeof(KeyLookup) + tlen + klen);
 
 	l->at = at;
@@ -184,7 +184,7 @@ outbox_key_lookup(const char *target, const char *key, TimestampTz at)
 List *
 outbox_keys_due(TimestampTz now)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	List	   *keys = NIL;
 	ListCell   *lc;
 
@@ -266,21 +266,21 @@ outbox_keys_gate(int64 *ids, int n, bool *ok)
 	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, true,
 												TYPALIGN_DOUBLE));
 	outbox_execute(&gate_plan,
-				   "SELECT m.id FROM outbox.messages m"
+				   "SELECT c.i FROM unnest($1) WITH ORDINALITY AS c(id, i)"
+				   "  JOIN outbox.messages m ON m.id = c.id"
 				   " CROSS JOIN LATERAL ("
 				   OUTBOX_KEY_HEAD("id", "m.target", "m.key") ") AS first"
-				   " WHERE m.id = ANY ($1) AND first.id = m.id",
+				   " WHERE first.id = m.id",
 				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
 
+	/* Each row is the position in ids[] (from 1) of a message that may go */
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-													 SPI_tuptable->tupdesc,
-													 1, &isnull));
+		int64		i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc,
+													1, &isnull));
 
-		for (int i = 0; i < n; i++)
-			if (ids[i] == id)
-				ok[i] = true;
+		ok[i - 1] = true;
 	}
 }

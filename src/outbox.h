@@ -172,9 +172,13 @@ typedef struct OutboxShared
 	int			n_targets;
 	OutboxTargetStatus targets[OUTBOX_MAX_TARGETS];
 
-	/* Single-producer, single-consumer byte ring of decoded messages */
-	uint64		ring_head;		/* bytes ever written */
-	uint64		ring_tail;		/* bytes ever read */
+	/*
+	 * Single-producer, single-consumer byte ring of decoded messages.  Each
+	 * side writes only its own counter; see outbox_ring_put() for the
+	 * barriers that order the counters against the bytes.
+	 */
+	pg_atomic_uint64 ring_head; /* bytes ever written (by the decoder) */
+	pg_atomic_uint64 ring_tail; /* bytes ever read (by the dispatcher) */
 	char		ring[OUTBOX_RING_SIZE];
 } OutboxShared;
 
@@ -277,10 +281,20 @@ typedef struct OutboxTarget
 	char		last_error[256];
 } OutboxTarget;
 
+/* The states of a message, as outbox.messages.state names them */
+typedef enum OutboxState
+{
+	OUTBOX_PENDING,
+	OUTBOX_DELIVERED,
+	OUTBOX_DEAD
+} OutboxState;
+
+extern const char *outbox_state_name(OutboxState state);
+
 /* What an attempt means for its message */
 typedef struct OutboxVerdict
 {
-	const char *state;			/* "delivered", "pending" or "dead" */
+	OutboxState state;
 	int32		attempts;		/* attempts to record */
 	int32		probe_failures; /* ... of which failed probes */
 	TimestampTz next_attempt_at;	/* 0: unchanged */
@@ -346,6 +360,9 @@ extern void outbox_execute(SPIPlanPtr *plan, const char *sql, int nargs,
 extern void outbox_forget_plan(SPIPlanPtr *plan);
 
 /* ---- decoder.c / dispatcher.c ---- */
+
+/* What the dispatcher keeps for its lifetime; the parent of its contexts */
+extern MemoryContext outbox_dispatcher_context;
 
 extern PGDLLEXPORT void outbox_decoder_main(Datum main_arg);
 extern PGDLLEXPORT void outbox_dispatcher_main(Datum main_arg);

@@ -62,14 +62,14 @@ outbox_targets_sync(void (*forget_queue) (OutboxTarget *target))
 
 		ctl.keysize = OUTBOX_TARGET_NAME_MAXLEN + 1;
 		ctl.entrysize = sizeof(OutboxTarget);
-		ctl.hcxt = TopMemoryContext;
+		ctl.hcxt = outbox_dispatcher_context;
 		all_targets = hash_create("outbox targets", OUTBOX_MAX_TARGETS, &ctl,
 								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	}
 
 	list_free(targets);
 	targets = NIL;
-	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	for (int i = 0; i < outbox_target_count(); i++)
 	{
 		bool		found;
@@ -270,9 +270,9 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 	counted = Max(v->attempts - probe_failures, 1);
 
 	if (r->abort_message || (!r->transport_error && r->status == 410))
-		v->state = "dead";
+		v->state = OUTBOX_DEAD;
 	else if (is_success(r))
-		v->state = "delivered";
+		v->state = OUTBOX_DELIVERED;
 	else if (was_open)
 	{
 		/*
@@ -282,15 +282,15 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 		 * message: one bad message must not keep its target closed to all
 		 * the others.
 		 */
-		v->state = "pending";
+		v->state = OUTBOX_PENDING;
 		v->probe_failures = probe_failures + 1;
 		v->next_attempt_at = Max(target->probe_at, now);
 	}
 	else if (counted >= outbox_max_attempts && !target->open)
-		v->state = "dead";
+		v->state = OUTBOX_DEAD;
 	else
 	{
-		v->state = "pending";
+		v->state = OUTBOX_PENDING;
 		if (r->retry_after_ms >= 0 &&
 			(r->status == 429 || r->status == 503))
 			v->next_attempt_at = now +
@@ -298,6 +298,14 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 		else
 			v->next_attempt_at = outbox_retry_time(now, counted);
 	}
+}
+
+const char *
+outbox_state_name(OutboxState state)
+{
+	static const char *const names[] = {"pending", "delivered", "dead"};
+
+	return names[state];
 }
 
 /* Copy the targets' state to shared memory, for the outbox.targets view */

@@ -4,10 +4,10 @@
  *	  Shared state of the outbox workers and the decoded-message ring.
  *
  * The ring has exactly one producer (the decoder) and one consumer (the
- * dispatcher).  The spinlock only guards the head and tail counters; the
- * bytes are copied outside it, which is safe because each side only ever
- * touches the part of the ring the other side has handed over, and the
- * spinlock acquire/release orders those copies against the counters.
+ * dispatcher), as shm_mq has: the head and tail counters are atomics that
+ * only their own side writes, and barriers order the counters against the
+ * bytes, so neither side ever waits for the other.  Each side only touches
+ * the part of the ring the other side has handed over.
  *
  * Losing the ring's contents (overflow, crash) loses no message: the table is
  * the truth, and whoever drops a message asks the dispatcher for a scan.
@@ -83,8 +83,8 @@ outbox_shmem_startup(void)
 			memset(&sh->dispatcher, 0, sizeof(OutboxWorkerState));
 			sh->status_lock = &locks[i].lock;
 			sh->n_targets = 0;
-			sh->ring_head = 0;
-			sh->ring_tail = 0;
+			pg_atomic_init_u64(&sh->ring_head, 0);
+			pg_atomic_init_u64(&sh->ring_tail, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -199,20 +199,22 @@ outbox_ring_put(const char *data, uint32 len)
 	uint64		head,
 				tail;
 
-	SpinLockAcquire(&outbox_shared->mutex);
-	head = outbox_shared->ring_head;
-	tail = outbox_shared->ring_tail;
-	SpinLockRelease(&outbox_shared->mutex);
-
+	head = pg_atomic_read_u64(&outbox_shared->ring_head);
+	tail = pg_atomic_read_u64(&outbox_shared->ring_tail);
 	if (head - tail + sizeof(uint32) + len > OUTBOX_RING_SIZE)
 		return false;
 
+	/*
+	 * Read the tail before overwriting the space it freed: pairs with the
+	 * read barrier the dispatcher issues before it moves the tail.
+	 */
+	pg_memory_barrier();
 	ring_copy_in(head, (const char *) &len, sizeof(uint32));
 	ring_copy_in(head + sizeof(uint32), data, len);
 
-	SpinLockAcquire(&outbox_shared->mutex);
-	outbox_shared->ring_head = head + sizeof(uint32) + len;
-	SpinLockRelease(&outbox_shared->mutex);
+	/* The record is in place before the head says so */
+	pg_write_barrier();
+	pg_atomic_write_u64(&outbox_shared->ring_head, head + sizeof(uint32) + len);
 	return true;
 }
 
@@ -226,14 +228,13 @@ outbox_ring_get(StringInfo buf)
 				tail;
 	uint32		len;
 
-	SpinLockAcquire(&outbox_shared->mutex);
-	head = outbox_shared->ring_head;
-	tail = outbox_shared->ring_tail;
-	SpinLockRelease(&outbox_shared->mutex);
-
+	tail = pg_atomic_read_u64(&outbox_shared->ring_tail);
+	head = pg_atomic_read_u64(&outbox_shared->ring_head);
 	if (head == tail)
 		return false;
 
+	/* Read the head before the record it announces */
+	pg_read_barrier();
 	ring_copy_out(tail, (char *) &len, sizeof(uint32));
 	resetStringInfo(buf);
 	enlargeStringInfo(buf, len);
@@ -241,9 +242,9 @@ outbox_ring_get(StringInfo buf)
 	buf->len = len;
 	buf->data[len] = '\0';
 
-	SpinLockAcquire(&outbox_shared->mutex);
-	outbox_shared->ring_tail = tail + sizeof(uint32) + len;
-	SpinLockRelease(&outbox_shared->mutex);
+	/* Done reading the record before its space is handed back */
+	pg_read_barrier();
+	pg_atomic_write_u64(&outbox_shared->ring_tail, tail + sizeof(uint32) + len);
 	return true;
 }
 
