@@ -113,9 +113,7 @@ max_connections = 50
 shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
-wal_level = logical
-shared_preload_libraries = 'outbox'
-output_plugin_libraries = 'pgoutput, test_decoding, outbox'
+$(cat "$dir/outbox.conf")
 outbox.targets = 'orders=http://127.0.0.1:$hport/hook'
 # the drain phase stops the receiver: let the circuit close quickly after
 outbox.retry_base_delay = '100ms'

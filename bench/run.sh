@@ -155,7 +155,7 @@ trap finish EXIT
 forward() { [[ -z $inner_pid ]] || kill -TERM "$inner_pid" 2>/dev/null || true; }
 trap forward INT TERM
 
-cp bench/bench.sh bench/soak.sh bench/wrk-post.lua "$work/"
+cp bench/bench.sh bench/soak.sh bench/wrk-post.lua conf/outbox.conf "$work/"
 
 pass_env=(HOME="$work" LANG=C.UTF-8 TZ=UTC
           PATH="$pgbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")

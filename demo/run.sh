@@ -61,9 +61,7 @@ demo() {
 listen_addresses = '127.0.0.1'
 port = $pgport
 unix_socket_directories = '$dir'
-shared_preload_libraries = 'outbox'
-wal_level = logical
-output_plugin_libraries = 'pgoutput, test_decoding, outbox'
+$(cat "$dir/outbox.conf")
 outbox.database = 'postgres'
 outbox.targets = 'orders=http://127.0.0.1:$rport/hooks/orders'
 outbox.retry_base_delay = '1s'
@@ -183,6 +181,7 @@ trap remove_work EXIT
 trap 'exit 130' INT TERM
 cp demo/run.sh "$work/run.sh"
 cp test/receiver.py "$work/receiver.py"
+cp conf/outbox.conf "$work/outbox.conf"
 
 if [[ $(id -u) -eq 0 ]]; then
     chown -R postgres: "$work"

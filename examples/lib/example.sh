@@ -67,9 +67,7 @@ listen_addresses = '127.0.0.1'
 port = $PGPORT
 unix_socket_directories = '$work'
 max_connections = 200
-shared_preload_libraries = 'outbox'
-wal_level = logical
-output_plugin_libraries = 'pgoutput, test_decoding, outbox'
+$(cat "$work/outbox.conf")
 outbox.database = '$db'
 outbox.targets = '$targets'
 # retry quickly: the examples inject failures and should finish in seconds;
@@ -191,6 +189,7 @@ run_example() {
     trap remove_work EXIT
     trap 'exit 130' INT TERM
     cp -r "$examples" "$work/examples"
+    cp "$root/conf/outbox.conf" "$work/outbox.conf"
     local inner=(bash "$work/examples/${script#"$examples/"}" --inner "$work" "$@")
     local status=0
     if [[ $(id -u) -eq 0 ]]; then

@@ -21,7 +21,8 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
   outbox_node free_port start_receiver stop_receiver receiver_url
-  read_requests wait_for_requests requests_with_id poll_until body_json
+  read_requests wait_for_requests requests_with_id with_id with_id_like
+  seq_of key_of poll_until body_json
   sql_epoch wait_seconds
   set_control read_answers wait_for_answers log_position wait_for_log_line
   http_date worker_pid cpu_seconds
@@ -32,6 +33,9 @@ our @EXPORT = qw(
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
 my $test_dir = abs_path(dirname(__FILE__) . '/..');
 my $receiver_script = "$test_dir/receiver.py";
+# What every server running the outbox needs, shared with the benchmark, the
+# demo and the examples
+my $outbox_conf = "$test_dir/../conf/outbox.conf";
 my $python = $ENV{OUTBOX_PYTHON} || 'python3';
 
 # Seconds to wait for things that must happen "eventually".  Once one wait
@@ -74,13 +78,10 @@ sub outbox_node
 	my ($name, %opt) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
-	my $conf = <<"EOC";
+	my $conf = PostgreSQL::Test::Utils::slurp_file($outbox_conf) . <<"EOC";
 # outbox test settings
-shared_preload_libraries = 'outbox'
-wal_level = logical
 max_replication_slots = 10
 max_wal_senders = 4
-output_plugin_libraries = 'pgoutput, test_decoding, outbox'
 outbox.database = 'postgres'
 outbox.request_timeout = '5s'
 outbox.connect_timeout = '2s'
@@ -383,8 +384,55 @@ The logged requests whose webhook-id header is $webhook_id.
 sub requests_with_id
 {
 	my ($r, $id) = @_;
-	return grep { ($_->{headers}{'webhook-id'} // '') eq $id }
-	  read_requests($r);
+	return grep { with_id($id)->($_) } read_requests($r);
+}
+
+=pod
+
+=item with_id($id), with_id_like($regexp)
+
+Filters for wait_for_requests and wait_for_answers: the requests (or
+answers) whose webhook-id is $id, or matches $regexp.
+
+=cut
+
+sub _webhook_id
+{
+	my ($r) = @_;
+	return ($r->{headers} ? $r->{headers}{'webhook-id'} : $r->{'webhook-id'})
+	  // '';
+}
+
+sub with_id
+{
+	my ($id) = @_;
+	return sub { _webhook_id($_[0]) eq $id };
+}
+
+sub with_id_like
+{
+	my ($re) = @_;
+	return sub { _webhook_id($_[0]) =~ $re };
+}
+
+=pod
+
+=item seq_of($req), key_of($req)
+
+The "seq" member of the request's JSON body (undef if none), and its
+outbox-key header ('' if none): what the per-key order tests compare.
+
+=cut
+
+sub seq_of
+{
+	my $body = body_json($_[0]);
+	return $body ? $body->{seq} : undef;
+}
+
+sub key_of
+{
+	return $_[0]{headers}{'outbox-key'} // '';
 }
 
 =pod

@@ -31,7 +31,7 @@ SELECT outbox_queue('orders', '{"warmup": true}', message_id => 'warmup');
 SELECT extract(epoch FROM clock_timestamp());
 }) =~ /\n(.*)\z/;
 my ($warm) = wait_for_requests($orders, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'warmup' });
+	with_id('warmup'));
 ok($warm, 'the first message after server start is delivered')
   or do { diag('no delivery at all; skipping the rest'); done_testing(); exit 1 };
 note sprintf('first message after start: %.1f ms from commit to request',
@@ -53,7 +53,7 @@ COMMIT;
 like($id, qr/^\d+$/, 'outbox_queue returns the new message id');
 
 my ($req) = wait_for_requests($orders, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'order-1-created' });
+	with_id('order-1-created'));
 ok($req, 'a committed message reaches its target');
 
 my $latency = $req->{t} - $committed_at;
@@ -95,7 +95,7 @@ is( $node->safe_psql(
 my $id2 = $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"plain": true}')});
 ($req) = wait_for_requests($orders, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq "msg_$id2" });
+	with_id("msg_$id2"));
 ok($req, 'without a message_id, webhook-id is msg_<id>');
 ok($req && !exists $req->{headers}{'outbox-type'},
 	'outbox-type is absent when no message_type was given');
@@ -112,7 +112,7 @@ $sql .= "SELECT outbox_queue('orders', '{\"n\": $_}', message_id => 'batch-$_');
 $sql .= "COMMIT;\n";
 $node->safe_psql('postgres', $sql);
 my @batch = wait_for_requests($orders, 5, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') =~ /^batch-/ });
+	with_id_like(qr/^batch-/));
 is_deeply(
 	[ sort map { $_->{headers}{'webhook-id'} } @batch ],
 	[ map { "batch-$_" } 1 .. 5 ],
@@ -136,9 +136,9 @@ SELECT outbox_queue('orders', '{"order": 10}', message_id => 'ord-10');
 COMMIT;
 });
 my ($b) = wait_for_requests($billing, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'inv-10' });
+	with_id('inv-10'));
 my ($o) = wait_for_requests($orders, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'ord-10' });
+	with_id('ord-10'));
 ok($b && $b->{path} eq '/b', "a billing message goes to billing's URL");
 ok($o && $o->{path} eq '/hooks/orders', "an orders message goes to orders' URL");
 is(scalar(requests_with_id($orders, 'inv-10')), 0,

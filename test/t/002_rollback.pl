@@ -47,10 +47,10 @@ $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"n": "marker"}', message_id => 'marker')});
 
 my @marker = wait_for_requests($orders, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'marker' });
+	with_id('marker'));
 is(scalar @marker, 1, 'a committed marker message is delivered');
 my @kept = wait_for_requests($orders, 2, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') =~ /^kept-/ });
+	with_id_like(qr/^kept-/));
 is(scalar @kept, 2,
 	'the messages of a committed transaction around a rolled-back savepoint are delivered');
 ok(poll_until($node,

@@ -50,7 +50,7 @@ $node->append_conf('postgresql.conf', "shared_preload_libraries = 'outbox'");
 $node->start;
 
 my @offline = wait_for_requests($orders, 3, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') =~ /^offline-/ });
+	with_id_like(qr/^offline-/));
 is_deeply(
 	[ sort map { $_->{headers}{'webhook-id'} } @offline ],
 	[ 'offline-1', 'offline-2', 'offline-3' ],
@@ -81,7 +81,7 @@ $orders = start_receiver(name => 'orders', port => $orders->{port});
 $node->start;
 
 my @crash = wait_for_requests($orders, 2, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') =~ /^crash-/ });
+	with_id_like(qr/^crash-/));
 is_deeply(
 	[ sort map { $_->{headers}{'webhook-id'} } @crash ],
 	[ 'crash-1', 'crash-2' ],
@@ -103,7 +103,7 @@ COMMIT;
 $node->stop('fast');
 $node->start;
 my @stop = wait_for_requests($orders, 20, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') =~ /^stop-/ });
+	with_id_like(qr/^stop-/));
 my %seen = map { $_->{headers}{'webhook-id'} => 1 } @stop;
 is(scalar(keys %seen), 20,
 	'every message committed right before a fast shutdown is delivered (at least once)');

@@ -22,7 +22,7 @@ SELECT outbox_send('orders', '{"kind": "now"}',
                    message_id => 'send-now', headers => '{"x-src": "send"}')});
 like($id, qr/^\d+$/, 'outbox_send returns the new message id');
 my ($req) = wait_for_requests($orders, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'send-now' });
+	with_id('send-now'));
 ok($req, 'an outbox_send message is delivered');
 is_deeply(body_json($req), { kind => 'now' }, 'its body is the payload');
 is($req && $req->{headers}{'outbox-type'}, 'Notification', 'it carries outbox-type');
@@ -64,7 +64,7 @@ is(scalar(requests_with_id($orders, 'send-later')), 0,
 	'a deferred message is not sent before deliver_at');
 
 ($req) = wait_for_requests($orders, 1, 10,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'send-later' });
+	with_id('send-later'));
 ok($req, 'a deferred message is delivered after deliver_at');
 if ($req)
 {

@@ -52,7 +52,7 @@ isnt($b1, $a1, 'the same message_id on another target is a new message');
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"marker": true}', message_id => 'marker')});
 wait_for_requests($orders, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'marker' });
+	with_id('marker'));
 wait_for_requests($billing, 1);
 wait_seconds(0.5);
 

@@ -39,7 +39,7 @@ is_deeply([ map { $_->{headers}{'outbox-attempt'} } @reqs ],
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"n": 2}', message_id => 'next')});
 ok(scalar wait_for_requests($orders, 1, $OutboxTest::timeout,
-		sub { ($_[0]{headers}{'webhook-id'} // '') eq 'next' }),
+		with_id('next')),
 	'later messages are still sent');
 
 $node->stop;

@@ -35,7 +35,7 @@ CREATE EXTENSION outbox;
 SELECT outbox_queue('orders', '{"n": 1}', message_id => 'first');
 });
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'first' })),
+	with_id('first'))),
 	'a message queued right after CREATE EXTENSION is delivered');
 ok(poll_until($node,
 		"SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outbox' AND plugin = 'outbox'",
@@ -64,10 +64,10 @@ SELECT outbox_queue('orders', '{"n": 2}', message_id => 'after-recreate');
 SELECT outbox_send('orders', '{"n": 3}', message_id => 'send-after-recreate');
 });
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'after-recreate' })),
+	with_id('after-recreate'))),
 	'outbox_queue delivers again after DROP and CREATE EXTENSION');
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'send-after-recreate' })),
+	with_id('send-after-recreate'))),
 	'outbox_send delivers again after DROP and CREATE EXTENSION');
 ok(poll_until($node,
 		"SELECT string_agg(state, ',' ORDER BY id) FROM outbox.messages",
@@ -83,11 +83,11 @@ my $t0 = sql_epoch($node, 'clock_timestamp()');
 $node->safe_psql('postgres',
 	"SELECT outbox_queue('orders', '{\"n\": 4}', message_id => 'fast-again')");
 my ($req) = wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'fast-again' });
+	with_id('fast-again'));
 ok($req && $req->{t} - $t0 < 1.0,
 	'the WAL fast path delivers in under a second after the re-create');
 
-is(scalar(grep { $_->{headers}{'webhook-id'} eq 'first' } read_requests($orders)),
+is(scalar(requests_with_id($orders, 'first')),
 	1, 'nothing from the dropped table is sent again');
 
 $node->stop;

@@ -81,7 +81,7 @@ ok( poll_until(
 	'a hung request is a failed attempt: no status, last_error says it timed out'
 );
 my ($first_answer) = wait_for_answers($ra, 1, 10,
-	sub { $_[0]{'webhook-id'} eq 'hang-1' });
+	with_id('hang-1'));
 ok($first_answer && !$first_answer->{sent},
 	'the receiver never got to answer the hung request');
 my $cut_after = $first_answer ? $first_answer->{t_done} - $first_answer->{t} : 99;

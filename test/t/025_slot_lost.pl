@@ -74,7 +74,7 @@ my $t0 = sql_epoch($node, 'clock_timestamp()');
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"after": 1}', message_id => 'after-slot')});
 my ($req) = wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'after-slot' });
+	with_id('after-slot'));
 ok($req, 'a message queued after the slot was recreated is delivered');
 ok($req && $req->{t} - $t0 < 1,
 	'it arrives within a second (the fast path, not the safety scan)');

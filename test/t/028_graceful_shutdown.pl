@@ -75,7 +75,7 @@ ok( poll_until(
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"after": 1}', message_id => 'marker-1')});
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'marker-1' })),
+	with_id('marker-1'))),
 	'the dispatcher delivers again after the restart');
 wait_seconds(1);
 is(scalar(grep { $_->{headers}{'webhook-id'} =~ /^quick-/ } read_requests($orders)),

@@ -65,7 +65,7 @@ ok( reload_with('outbox.targets', 'orders=' . receiver_url($new, '/new')),
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"n": 3}', message_id => 'moved')});
 my ($req) = wait_for_requests($new, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'moved' });
+	with_id('moved'));
 ok($req, 'the next message goes to the new URL');
 is($req && $req->{path}, '/new', 'with the new path');
 is(scalar(requests_with_id($old, 'moved')), 0, 'the old URL does not get it');

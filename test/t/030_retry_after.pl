@@ -27,7 +27,7 @@ sub gap_after
 	$node->safe_psql('postgres',
 		"SELECT outbox_queue('orders', '{\"id\": \"$id\"}', message_id => '$id')");
 	my @reqs = wait_for_requests($orders, 2, 20,
-		sub { $_[0]{headers}{'webhook-id'} eq $id });
+		with_id($id));
 	return undef unless @reqs == 2;
 	my $gap = $reqs[1]{t} - $reqs[0]{t};
 	note sprintf('%s: second attempt %.3f s after the first', $id, $gap);
@@ -42,7 +42,7 @@ set_control($orders,
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"n": 1}', message_id => 'ra-seconds')});
 my ($first) = wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'ra-seconds' });
+	with_id('ra-seconds'));
 ok( poll_until(
 		$node,
 		"SELECT state, last_status FROM outbox.messages WHERE message_id = 'ra-seconds'",
@@ -55,7 +55,7 @@ note sprintf('next_attempt_at is %.3f s after the first attempt', $ahead);
 ok($ahead > 1.8 && $ahead < 3,
 	'next_attempt_at is set 2 s (Retry-After: 2) after the attempt');
 my @reqs = wait_for_requests($orders, 2, 20,
-	sub { $_[0]{headers}{'webhook-id'} eq 'ra-seconds' });
+	with_id('ra-seconds'));
 my $gap = @reqs == 2 ? $reqs[1]{t} - $reqs[0]{t} : 0;
 note sprintf('ra-seconds: second attempt %.3f s after the first', $gap);
 cmp_ok($gap, '>=', 1.9, 'the second attempt comes no earlier than Retry-After: 2 says');

@@ -96,7 +96,7 @@ my $t0 = time();
 is($node->safe_psql('postgres', "SELECT outbox_retry($gone)"), 't',
 	'outbox_retry of a dead message returns true');
 my @reqs = wait_for_requests($orders, 2, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'gone' });
+	with_id('gone'));
 ok(@reqs == 2, 'the retried message is sent again');
 my $wake = @reqs == 2 ? $reqs[1]{t} - $t0 : 99;
 note sprintf('outbox_retry to request: %.3f s', $wake);

@@ -68,7 +68,7 @@ my $targets = $node->safe_psql('postgres',
 note "orders circuit, consecutive failures: $targets";
 my $poison_sent = scalar(requests_with_id($orders, 'poison'));
 ok( scalar(wait_for_requests($orders, $poison_sent + 8, 20,
-		sub { $_[0]{headers}{'webhook-id'} eq 'poison' })) >= $poison_sent + 8,
+		with_id('poison'))) >= $poison_sent + 8,
 	'and it keeps being sent (retried or probed), eight more times');
 
 $took = delivery_time($orders, 'orders', 'after', 5, 10);

@@ -6,25 +6,14 @@
 use strict;
 use warnings;
 
-use JSON::PP;
 use OutboxTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
-my $control = "$PostgreSQL::Test::Utils::tmp_check/041_control.json";
-sub answer
-{
-	my ($status) = @_;
-	open my $fh, '>', "$control.tmp" or die "$control.tmp: $!";
-	print $fh encode_json({ status => $status });
-	close $fh;
-	rename "$control.tmp", $control or die "rename $control: $!";
-}
-
-answer(500);
-my $orders = start_receiver(name => 'orders', args => [ '--control' => $control ]);
+my $orders = start_receiver(name => 'orders', control => 1);
+set_control($orders, { status => 500 });
 my $node = outbox_node('stable_ids',
 	targets => 'orders=' . receiver_url($orders, '/o'),
 	conf => <<'EOC');
@@ -101,7 +90,7 @@ ok( poll_until(
 		$node,
 		"SELECT count(*) FROM outbox.messages WHERE state = 'dead'", '3'),
 	'the messages go dead once max_attempts is lowered');
-answer(200);
+set_control($orders, { status => 200 });
 my $redriven = time();
 is($node->safe_psql('postgres', q{SELECT outbox_redrive('orders')}),
 	'3', 'outbox_redrive brings back the three dead messages');

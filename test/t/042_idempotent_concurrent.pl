@@ -126,7 +126,7 @@ $s2->quit;
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"marker": true}', message_id => 'marker')});
 wait_for_requests($orders, 1, undef,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'marker' });
+	with_id('marker'));
 ok( poll_until(
 		$node,
 		"SELECT count(*) FROM outbox.messages WHERE state <> 'delivered'", '0'),

@@ -10,7 +10,6 @@
 use strict;
 use warnings;
 
-use JSON::PP;
 use List::Util qw(shuffle);
 use OutboxTest;
 use PostgreSQL::Test::Cluster;
@@ -22,25 +21,12 @@ my $seed = $ENV{OUTBOX_SEED} || time() ^ $$;
 srand($seed);
 note "random seed (set OUTBOX_SEED to repeat the producer side): $seed";
 
-my $control = "$PostgreSQL::Test::Utils::tmp_check/043_control.json";
-sub answer
-{
-	my ($status) = @_;
-	open my $fh, '>', "$control.tmp" or die "$control.tmp: $!";
-	print $fh encode_json({ status => $status });
-	close $fh;
-	rename "$control.tmp", $control or die "rename $control: $!";
-}
-
 # Every request takes 50 ms, and a random third of them are answered 500.
-answer(200);
 my $orders = start_receiver(
 	name => 'orders',
-	args => [
-		'--fail-rate' => 0.33,
-		'--delay' => 0.05,
-		'--control' => $control
-	]);
+	control => 1,
+	args => [ '--fail-rate' => 0.33, '--delay' => 0.05 ]);
+set_control($orders, { status => 200 });
 my $node = outbox_node('key_order_faults',
 	targets => 'orders=' . receiver_url($orders, '/o'),
 	conf => <<'EOC');
@@ -51,8 +37,6 @@ outbox.circuit_failures = 1000
 restart_after_crash = on
 EOC
 
-sub seq_of { my $b = body_json($_[0]); return $b ? $b->{seq} : undef }
-sub key_of { return $_[0]{headers}{'outbox-key'} // '' }
 sub is_2xx { return $_[0]{status} >= 200 && $_[0]{status} < 300 }
 
 # The requests of one key in log order, optionally only those after $after.
@@ -88,11 +72,6 @@ sub order_problems
 	return @problems;
 }
 
-sub dispatcher_pid
-{
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox dispatcher'");
-}
 
 # --- phase 1: five keys, twenty messages each, queue and send mixed ----------
 
@@ -135,7 +114,7 @@ my $t0 = time();
 $node->safe_psql('postgres', transaction_sql($_)) for 1 .. 5;
 
 # kill -9 the dispatcher while the keys are flowing
-my $pid = dispatcher_pid();
+my $pid = worker_pid($node, 'outbox dispatcher');
 wait_for_requests($orders, 10, undef,
 	sub { key_of($_[0]) ne '' && is_2xx($_[0]) });
 ok($pid =~ /^\d+$/ && kill('KILL', $pid), 'the dispatcher is killed with SIGKILL mid-flow');
@@ -191,7 +170,7 @@ is(scalar keys %free_ids, $per_key, 'the unkeyed messages are all delivered alon
 
 my @rkeys = map { "r$_" } 1 .. 3;
 my $per_rkey = 4;
-answer(500);
+set_control($orders, { status => 500 });
 $node->append_conf('postgresql.conf', 'outbox.max_attempts = 3');
 $node->reload;
 wait_seconds(0.5);
@@ -230,7 +209,7 @@ is(scalar @dead_problems, 0,
 	'message n+1 of a key is sent only after message n used its three attempts')
   or diag join("\n", @dead_problems);
 
-answer(200);    # back to a random third failing
+set_control($orders, { status => 200 });    # back to a random third failing
 $node->append_conf('postgresql.conf', 'outbox.max_attempts = 50');
 $node->reload;
 wait_seconds(0.5);

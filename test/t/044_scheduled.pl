@@ -17,38 +17,16 @@ my $orders = start_receiver(name => 'orders');
 my $node = outbox_node('scheduled',
 	targets => 'orders=' . receiver_url($orders, '/o'));
 
-my $ticks = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
-sub worker
-{
-	my ($type) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox $type'");
-}
 
-# CPU seconds (user + system) the process has used so far
-sub process_cpu
-{
-	my ($pid) = @_;
-	my $stat = slurp_file("/proc/$pid/stat");
-	$stat =~ s/^.*\)\s+//s;    # fields after "pid (comm)"
-	my @f = split /\s+/, $stat;
-	# utime and stime are fields 14 and 15 of the line, 12 and 13 here
-	return ($f[11] + $f[12]) / $ticks;
-}
 
-sub with_id
-{
-	my ($id) = @_;
-	return sub { ($_[0]{headers}{'webhook-id'} // '') eq $id };
-}
 
 # Warm up: the workers have started, the slot exists, a delivery went through.
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"warmup": true}', message_id => 'warmup')});
 ok(scalar(wait_for_requests($orders, 1, undef, with_id('warmup'))),
 	'the outbox delivers');
-my $pid = worker('dispatcher');
+my $pid = worker_pid($node, 'outbox dispatcher');
 like($pid, qr/^\d+$/, 'the dispatcher is running');
 
 # --- one message 3 s ahead, one an hour ahead ---------------------------------
@@ -60,7 +38,7 @@ SELECT outbox_send('orders', '{"when": "3s"}', message_id => 'in-3s',
 SELECT outbox_send('orders', '{"when": "1h"}', message_id => 'in-1h',
                    deliver_at => now() + interval '1 hour');
 });
-my $cpu_before = process_cpu($pid);
+my $cpu_before = cpu_seconds($pid);
 my $t_before = time();
 
 my ($req) = wait_for_requests($orders, 1, 10, with_id('in-3s'));
@@ -72,7 +50,7 @@ if ($req)
 	cmp_ok($req->{t} - $due, '<', 1.0,
 		'it is attempted within 1 s after deliver_at');
 }
-my $cpu_used = process_cpu($pid) - $cpu_before;
+my $cpu_used = cpu_seconds($pid) - $cpu_before;
 note sprintf('dispatcher CPU while waiting %.1f s: %.3f s',
 	time() - $t_before, $cpu_used);
 cmp_ok($cpu_used, '<', 0.1,
@@ -100,12 +78,12 @@ is(scalar @late, 0,
 
 # --- the far one waits, and so does the dispatcher -------------------------------
 
-my $decoder = worker('decoder');
-$cpu_before = process_cpu($pid);
-my $decoder_before = process_cpu($decoder);
+my $decoder = worker_pid($node, 'outbox decoder');
+$cpu_before = cpu_seconds($pid);
+my $decoder_before = cpu_seconds($decoder);
 wait_seconds(3);
-$cpu_used = process_cpu($pid) - $cpu_before;
-my $decoder_used = process_cpu($decoder) - $decoder_before;
+$cpu_used = cpu_seconds($pid) - $cpu_before;
+my $decoder_used = cpu_seconds($decoder) - $decoder_before;
 note sprintf('CPU over 3 idle seconds: dispatcher %.3f s, decoder %.3f s',
 	$cpu_used, $decoder_used);
 cmp_ok($cpu_used, '<', 0.1,
@@ -117,7 +95,7 @@ is(scalar(requests_with_id($orders, 'in-1h')), 0,
 is( $node->safe_psql('postgres',
 		q{SELECT state || '/' || attempts FROM outbox.messages WHERE message_id = 'in-1h'}),
 	'pending/0', 'it stays pending and untried');
-is(worker('dispatcher'), $pid, 'the same dispatcher process ran throughout');
+is(worker_pid($node, 'outbox dispatcher'), $pid, 'the same dispatcher process ran throughout');
 
 $node->stop;
 done_testing();

@@ -43,7 +43,7 @@ sub fast_done
 {
 	my ($prefix) = @_;
 	my @r = wait_for_requests($fast, $n, 20,
-		sub { ($_[0]{headers}{'webhook-id'} // '') =~ /^\Q$prefix\E-/ });
+		with_id_like(qr/^\Q$prefix\E-/));
 	return (scalar(@r), @r ? $r[-1]{t} : undef);
 }
 

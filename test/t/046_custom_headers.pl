@@ -17,11 +17,6 @@ my $orders = start_receiver(name => 'orders');
 my $node = outbox_node('custom_headers',
 	targets => 'orders=' . receiver_url($orders, '/o'));
 
-sub with_id
-{
-	my ($id) = @_;
-	return sub { ($_[0]{headers}{'webhook-id'} // '') eq $id };
-}
 
 # HTTP header values are bytes; the receiver reads them as ISO-8859-1.
 # This gives back those bytes (this file's literals are bytes too).

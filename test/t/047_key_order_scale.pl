@@ -75,8 +75,6 @@ is(worker_pid($node, 'outbox dispatcher'), $dispatcher,
 
 # --- order --------------------------------------------------------------------
 
-sub seq_of { my $b = body_json($_[0]); return $b ? $b->{seq} : undef }
-sub key_of { return $_[0]{headers}{'outbox-key'} // '' }
 sub is_2xx { return $_[0]{status} >= 200 && $_[0]{status} < 300 }
 
 # The receiver logs a request on arrival, before answering it, so the log

@@ -31,7 +31,7 @@ COMMIT;
 ok(poll_until($node, 'SELECT circuit FROM outbox.targets', 'open'),
 	'the failed first message of key A opens the circuit');
 my @a1 = wait_for_requests($orders, 4, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'a1' });
+	with_id('a1'));
 cmp_ok(scalar(@a1), '>=', 4,
 	'the circuit is probed again and again (each probe fails)');
 is(scalar(requests_with_id($orders, 'a2')) + scalar(requests_with_id($orders, 'a3')),

@@ -179,7 +179,7 @@ my $t0 = sql_epoch($standby, 'clock_timestamp()');
 my $id = $standby->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"after": 1}', message_id => 'after-promotion')});
 my ($req) = wait_for_requests($orders, 1, undef,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'after-promotion' });
+	with_id('after-promotion'));
 ok($req && $req->{path} eq '/standby/orders',
 	'a message queued on the promoted server is delivered');
 ok($req && $req->{t} - $t0 < 1,

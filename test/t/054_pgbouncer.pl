@@ -199,7 +199,7 @@ note 'transactions per server connection (backend pid): '
   . join(', ', map { "$_: $pid_used{$_}" } sort keys %pid_used);
 
 my @reqs = wait_for_requests($orders, $committed, 60,
-	sub { ($_[0]{headers}{'webhook-id'} // '') =~ /^pb-/ });
+	with_id_like(qr/^pb-/));
 my %first;
 for my $r (@reqs)
 {
@@ -233,7 +233,7 @@ cmp_ok($p50, '<', 0.2,
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"last": 1}', message_id => 'marker')});
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'marker' })),
+	with_id('marker'))),
 	'a message committed after the clients finished is delivered');
 is(scalar(@rolled_back), $clients * int($per_client / $rollback_every),
 	'the rolled-back transactions ran');
@@ -267,14 +267,14 @@ my ($pid2, $t2) = split /\|/, ($pid_t2 // '');
 ok(defined $pid1 && defined $pid2 && $pid1 eq $pid2,
 	'they ran on the same server connection');
 my ($req) = wait_for_requests($orders, 1, undef,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'single-committed' });
+	with_id('single-committed'));
 ok($req, 'the committed message after a rolled-back one on that connection is delivered');
 note sprintf('rollback, then commit on one server connection: %.1f ms from commit to request',
 	($req->{t} - $t2) * 1000) if $req && $t2;
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"last": 2}', message_id => 'marker-2')});
 wait_for_requests($orders, 1, undef,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'marker-2' });
+	with_id('marker-2'));
 is(scalar(requests_with_id($orders, 'single-rolled-back')), 0,
 	'the rolled-back message on that connection is not sent');
 

@@ -30,7 +30,7 @@ VALUES ('creds', '{"n": 1}', 'by-hand',
 $node->safe_psql('postgres', q{SELECT outbox_send('creds', '{"n": 2}', message_id => 'wake')});
 
 my ($req) = wait_for_requests($r, 1, undef,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'by-hand' });
+	with_id('by-hand'));
 ok($req, 'the row written by hand is delivered');
 my $h = $req ? $req->{headers} : {};
 is($h->{authorization}, 'Basic ' . encode_base64('hook:s3cret', ''),

@@ -65,7 +65,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM outbox.attempts'),
 $node->safe_psql('postgres',
 	"SELECT outbox_queue('orders', '{\"fresh\": true}', message_id => 'fresh')");
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'fresh' })),
+	with_id('fresh'))),
 	'a message of the new table is delivered');
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM outbox.messages WHERE state = 'pending'"),

@@ -48,7 +48,7 @@ CREATE EXTENSION outbox;
 SELECT outbox_queue('orders', '{"n": 1}', message_id => 'after-recreate');
 });
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'after-recreate' })),
+	with_id('after-recreate'))),
 	'after CREATE EXTENSION, messages are delivered');
 ok(wait_for_decoding($node), 'and the decoder streams from a new slot');
 
@@ -67,7 +67,7 @@ ok(wait_for_log_line($node,
 $node->safe_psql('postgres',
 	"SELECT outbox_queue('orders', '{\"n\": 2}', message_id => 'plugin-refused')");
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'plugin-refused' })),
+	with_id('plugin-refused'))),
 	'messages are still delivered, found by table scans');
 
 $node->append_conf('postgresql.conf',

@@ -66,7 +66,7 @@ my @reqs = wait_for_requests($orders, 2, undef,
 	sub { $_[0]{headers}{'webhook-id'} =~ /^k-/ });
 is(join(',', map { $_->{headers}{'webhook-id'} } @reqs), 'k-1,k-2',
 	'once it is visible, message n is sent, then message n+1');
-my ($answer) = grep { $_->{'webhook-id'} eq 'k-1' } read_answers($orders);
+my ($answer) = grep { with_id('k-1')->($_) } read_answers($orders);
 ok($answer && @reqs == 2 && $reqs[1]{t} >= $answer->{t_done},
 	'message n+1 is sent only after message n got its answer');
 ok(poll_until($node,

@@ -27,7 +27,7 @@ set_control($orders, { status => 500 });
 $node->safe_psql('postgres',
 	"SELECT outbox_queue('orders', '{\"n\": 1}', message_id => 'probed')");
 my @reqs = wait_for_requests($orders, 4, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'probed' });
+	with_id('probed'));
 ok(poll_until($node, 'SELECT circuit FROM outbox.targets', 'open'),
 	'the first failure opens the circuit; the message is then sent as probes');
 set_control($orders, { status => 200 });
@@ -36,7 +36,7 @@ ok(poll_until($node,
 		'delivered'),
 	'a probe that succeeds delivers it, although it was sent more often than max_attempts');
 
-@reqs = grep { $_->{headers}{'webhook-id'} eq 'probed' } read_requests($orders);
+@reqs = requests_with_id($orders, 'probed');
 my $sent = scalar @reqs;
 is(join(',', map { $_->{headers}{'outbox-attempt'} } @reqs),
 	join(',', 1 .. $sent), 'each request has the next outbox-attempt number');

@@ -42,7 +42,7 @@ unlike($log, qr/ERROR/, 'and no query fails');
 
 $node->safe_psql('postgres', 'ALTER EXTENSION outbox UPDATE');
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'waits' })),
+	with_id('waits'))),
 	'after ALTER EXTENSION UPDATE the waiting message is delivered');
 ok(wait_for_decoding($node), 'and the decoder streams');
 
