@@ -16,6 +16,11 @@
 #include "postgres.h"
 
 #include <ctype.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
 
 #include "common/base64.h"
 #include "common/hashfn.h"
@@ -33,6 +38,8 @@ char	   *outbox_databases = NULL;
 char	   *outbox_targets = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_secrets = NULL;
+char	   *outbox_secrets_file = NULL;
+char	   *outbox_proxy = NULL;
 int			outbox_max_attempts = 12;
 int			outbox_retry_base_delay = 1000;
 int			outbox_retry_max_delay = 3600 * 1000;
@@ -54,6 +61,7 @@ typedef struct PairItem
 	int			name_off;
 	int			value_off;
 	int			value_len;		/* bytes, for decoded binary values */
+	int			position;		/* entry or line number, for problems */
 } PairItem;
 
 typedef struct PairList
@@ -68,6 +76,21 @@ typedef struct PairList
 
 static PairList *target_list = NULL;
 static PairList *secret_list = NULL;
+
+/*
+ * The keys of outbox.secrets_file, read by the first process that needs
+ * them after each reload (only the dispatcher does); file_problem says why
+ * the file cannot be used, "" if it can.
+ */
+static PairList *file_secrets = NULL;
+static char file_problem[MAXPGPATH + 300];
+static bool file_secrets_stale = true;
+
+/* The proxy URL of outbox.proxy (its "extra"), "" for none */
+static char *proxy_url = NULL;
+
+/* Placeholder for a secret or credentials in what others can see */
+#define MASK "***"
 
 /* The databases served, and their slots; set in the postmaster */
 static int	n_databases = 0;
@@ -90,17 +113,98 @@ valid_target_name(const char *name, int len)
 	return true;
 }
 
-static bool
-valid_target_url(const char *url)
+/*
+ * Why url cannot be used as a target URL (http or https) or, with proxy,
+ * as a proxy URL; NULL if it can.  libcurl parses it, as it will when
+ * sending.
+ */
+static const char *
+url_problem(const char *url, bool proxy)
 {
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-		return false;
+	CURLU	   *u;
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	const char *problem = NULL;
+
 	for (const char *p = url; *p; p++)
-	{
 		if ((unsigned char) *p <= ' ' || *p == 0x7f)
-			return false;
+			return "it contains a space or a control character";
+
+	u = curl_url();
+	if (u == NULL)
+		return "out of memory";
+	/* libcurl's URL parser knows no socks:// scheme, its proxy code does */
+	rc = curl_url_set(u, CURLUPART_URL, url,
+					  proxy ? CURLU_NON_SUPPORT_SCHEME : 0);
+	if (rc == CURLUE_OK)
+		rc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	if (rc != CURLUE_OK)
+		problem = curl_url_strerror(rc);
+	else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0 &&
+			 (!proxy || (strcmp(scheme, "socks4") != 0 &&
+						 strcmp(scheme, "socks4a") != 0 &&
+						 strcmp(scheme, "socks5") != 0 &&
+						 strcmp(scheme, "socks5h") != 0)))
+		problem = proxy ?
+			"the scheme must be http, https, socks4, socks4a, socks5 or socks5h" :
+			"the scheme must be http or https";
+	curl_free(scheme);
+	curl_url_cleanup(u);
+	return problem;
+}
+
+/*
+ * url as roles other than superusers, and the server log, may see it: the
+ * user name, password, query and fragment, which may hold credentials,
+ * become "***".  Returns a palloc'd string.
+ */
+char *
+outbox_mask_url(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *part;
+	char	   *masked = NULL;
+	bool		changed = false;
+	char	   *result;
+
+	if (u == NULL ||
+		curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+	{
+		curl_url_cleanup(u);
+		return pstrdup(MASK);
 	}
-	return true;
+	if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK ||
+		curl_url_get(u, CURLUPART_PASSWORD, &part, 0) == CURLUE_OK ||
+		curl_url_get(u, CURLUPART_OPTIONS, &part, 0) == CURLUE_OK)
+	{
+		curl_free(part);
+		curl_url_set(u, CURLUPART_USER, MASK, 0);
+		curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
+		curl_url_set(u, CURLUPART_OPTIONS, NULL, 0);
+		changed = true;
+	}
+	if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK)
+	{
+		curl_free(part);
+		curl_url_set(u, CURLUPART_QUERY, MASK, 0);
+		changed = true;
+	}
+	if (curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
+	{
+		curl_free(part);
+		curl_url_set(u, CURLUPART_FRAGMENT, MASK, 0);
+		changed = true;
+	}
+	/* Unchanged URLs are shown as written, not as libcurl normalizes them */
+	if (!changed)
+		result = pstrdup(url);
+	else if (curl_url_get(u, CURLUPART_URL, &masked, 0) == CURLUE_OK)
+		result = pstrdup(masked);
+	else
+		result = pstrdup(MASK);
+	curl_free(masked);
+	curl_url_cleanup(u);
+	return result;
 }
 
 static const char *
@@ -114,39 +218,38 @@ trim(const char *start, const char **end)
 }
 
 /*
- * Split a "name=value, name=value" list.  Returns NULL on out of memory
- * (with the GUC error set); on bad syntax, a list whose "problem" says what
- * is wrong.  Problems name the entry by position and name only: values may
- * be secrets.
+ * Split a "name=value, name=value" list, or with sep '\n' a file of
+ * name=value lines, where blank lines and lines starting with "#" are left
+ * out.  "what" names a piece in problems: "entry" or "line".  Returns NULL
+ * on out of memory; on bad syntax, a list whose "problem" says what is
+ * wrong.  Problems name the entry by position and name only: values may be
+ * secrets.
  */
 static PairList *
-parse_pairs(const char *value)
+parse_pairs(const char *value, char sep, const char *what)
 {
 	PairList   *list;
 	char	   *strings;
 	int			count = 1;
 	int			used = 0;
+	int			position = 0;
 	const char *p;
 
 	for (p = value; *p; p++)
-		if (*p == ',')
+		if (*p == sep)
 			count++;
 
 	list = malloc(offsetof(PairList, items) + sizeof(PairItem) * count +
 				  strlen(value) + count * 2 + 1);
 	if (list == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
 		return NULL;
-	}
 	list->count = 0;
 	list->problem[0] = '\0';
 	strings = (char *) &list->items[count];
 
 	for (p = value; *p;)
 	{
-		const char *end = strchr(p, ',');
+		const char *end = strchr(p, sep);
 		const char *eq;
 		const char *name_end;
 		const char *value_end;
@@ -156,30 +259,35 @@ parse_pairs(const char *value)
 
 		if (end == NULL)
 			end = p + strlen(p);
+		position++;
 		value_end = end;
 		eq = memchr(p, '=', end - p);
 		name_end = eq ? eq : end;
 		name = trim(p, &name_end);
-		p = (*end == ',') ? end + 1 : end;
+		p = (*end == sep) ? end + 1 : end;
 		if (eq == NULL && name == name_end)
 			continue;			/* empty entry */
+		if (sep == '\n' && *name == '#')
+			continue;			/* comment line */
 		if (eq == NULL)
 		{
 			snprintf(list->problem, sizeof(list->problem),
-					 "Entry %d is not of the form name=value.",
-					 list->count + 1);
+					 "%c%s %d is not of the form name=value.",
+					 pg_toupper((unsigned char) what[0]), what + 1, position);
 			return list;
 		}
 		if (!valid_target_name(name, name_end - name))
 		{
 			snprintf(list->problem, sizeof(list->problem),
-					 "Entry %d: the name must be 1 to %d letters, digits, \"_\", \"-\" or \".\".",
-					 list->count + 1, OUTBOX_TARGET_NAME_MAXLEN);
+					 "%c%s %d: the name must be 1 to %d letters, digits, \"_\", \"-\" or \".\".",
+					 pg_toupper((unsigned char) what[0]), what + 1, position,
+					 OUTBOX_TARGET_NAME_MAXLEN);
 			return list;
 		}
 		val = trim(eq + 1, &value_end);
 
 		item = &list->items[list->count++];
+		item->position = position;
 		item->name_off = (strings - (char *) list) + used;
 		memcpy(strings + used, name, name_end - name);
 		used += name_end - name;
@@ -193,10 +301,53 @@ parse_pairs(const char *value)
 	return list;
 }
 
+/*
+ * Replace a setting's value by what others may see of it.  The GUC
+ * machinery keeps the value given to it (SHOW, current_setting(),
+ * pg_settings.setting and reset_val, the "changed to" line of a reload):
+ * only what the check hook leaves in *newval is safe from all of them.
+ * The real value lives in the parsed "extra".
+ */
+static bool
+replace_guc_value(char **newval, const char *shown)
+{
+	char	   *copy = strdup(shown);
+
+	if (copy == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	free(*newval);
+	*newval = copy;
+	return true;
+}
+
+static PairList *
+parse_guc_pairs(const char *value)
+{
+	PairList   *list = parse_pairs(value ? value : "", ',', "entry");
+
+	if (list == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+	}
+	return list;
+}
+
+/*
+ * outbox.targets: each URL is checked by libcurl's parser.  The value kept
+ * by the GUC machinery has its URLs masked (see replace_guc_value); the
+ * show hook gives superusers the real one.  A refused value is not quoted
+ * in the error, since it may hold credentials.
+ */
 static bool
 check_targets(char **newval, void **extra, GucSource source)
 {
-	PairList   *list = parse_pairs(*newval ? *newval : "");
+	PairList   *list = parse_guc_pairs(*newval);
+	StringInfoData shown;
 
 	if (list == NULL)
 		return false;
@@ -205,10 +356,12 @@ check_targets(char **newval, void **extra, GucSource source)
 				 "At most %d targets can be configured.", OUTBOX_MAX_TARGETS);
 	for (int i = 0; i < list->count && list->problem[0] == '\0'; i++)
 	{
-		if (!valid_target_url(PAIR_VALUE(list, i)))
+		const char *problem = url_problem(PAIR_VALUE(list, i), false);
+
+		if (problem)
 			snprintf(list->problem, sizeof(list->problem),
-					 "URL \"%s\" of target \"%s\" must start with http:// or https:// and contain no spaces.",
-					 PAIR_VALUE(list, i), PAIR_NAME(list, i));
+					 "The URL of target \"%s\" is not a valid http:// or https:// URL: %s.",
+					 PAIR_NAME(list, i), problem);
 		for (int j = 0; j < i && list->problem[0] == '\0'; j++)
 			if (strcmp(PAIR_NAME(list, i), PAIR_NAME(list, j)) == 0)
 				snprintf(list->problem, sizeof(list->problem),
@@ -216,7 +369,19 @@ check_targets(char **newval, void **extra, GucSource source)
 	}
 	if (list->problem[0] != '\0')
 	{
+		GUC_check_errmsg("invalid value for parameter \"%s\"", "outbox.targets");
 		GUC_check_errdetail("%s", list->problem);
+		free(list);
+		return false;
+	}
+
+	initStringInfo(&shown);
+	for (int i = 0; i < list->count; i++)
+		appendStringInfo(&shown, "%s%s=%s", i > 0 ? ", " : "",
+						 PAIR_NAME(list, i),
+						 outbox_mask_url(PAIR_VALUE(list, i)));
+	if (!replace_guc_value(newval, shown.data))
+	{
 		free(list);
 		return false;
 	}
@@ -230,19 +395,77 @@ assign_targets(const char *newval, void *extra)
 	target_list = (PairList *) extra;
 }
 
+/* SHOW outbox.targets: the real URLs for superusers, masked for others */
+static const char *
+show_targets(void)
+{
+	StringInfoData buf;
+
+	if (!superuser() || target_list == NULL)
+		return outbox_targets;
+	initStringInfo(&buf);
+	for (int i = 0; i < target_list->count; i++)
+		appendStringInfo(&buf, "%s%s=%s", i > 0 ? ", " : "",
+						 PAIR_NAME(target_list, i), PAIR_VALUE(target_list, i));
+	return buf.data;
+}
+
 /*
- * outbox.secrets is never refused: the GUC machinery would print the value
- * in its error.  A list with a problem is kept, and the dispatcher reports
- * the problem (which names no secret) and holds back signed deliveries.
- * Keys are stored base64-decoded.
+ * outbox.proxy: the proxy of every request, "" for none.  Masked like the
+ * target URLs.
  */
 static bool
-check_secrets(char **newval, void **extra, GucSource source)
+check_proxy(char **newval, void **extra, GucSource source)
 {
-	PairList   *list = parse_pairs(*newval ? *newval : "");
+	const char *value = *newval ? *newval : "";
+	const char *problem = value[0] ? url_problem(value, true) : NULL;
+	char	   *copy;
 
-	if (list == NULL)
+	if (problem)
+	{
+		GUC_check_errmsg("invalid value for parameter \"%s\"", "outbox.proxy");
+		GUC_check_errdetail("The proxy URL is not valid: %s.", problem);
 		return false;
+	}
+	copy = strdup(value);
+	if (copy == NULL ||
+		!replace_guc_value(newval, value[0] ? outbox_mask_url(value) : ""))
+	{
+		free(copy);
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	*extra = copy;
+	return true;
+}
+
+static void
+assign_proxy(const char *newval, void *extra)
+{
+	proxy_url = (char *) extra;
+}
+
+static const char *
+show_proxy(void)
+{
+	return (superuser() && proxy_url) ? proxy_url : outbox_proxy;
+}
+
+/* The proxy requests go through, "" for none */
+const char *
+outbox_proxy_url(void)
+{
+	return proxy_url ? proxy_url : "";
+}
+
+/*
+ * Decode the keys of a parsed secrets list in place, or set its problem.
+ * Problems name the entry (or line) and target, never the key.
+ */
+static void
+decode_secrets(PairList *list, const char *what)
+{
 	for (int i = 0; i < list->count && list->problem[0] == '\0'; i++)
 	{
 		char	   *key = PAIR_VALUE(list, i);
@@ -260,15 +483,52 @@ check_secrets(char **newval, void **extra, GucSource source)
 										pg_b64_dec_len(len - 6));
 				if (decoded > 0)
 					memcpy(key, buf, decoded);
+				explicit_bzero(buf, pg_b64_dec_len(len - 6));
 				free(buf);
 			}
 		}
 		if (decoded <= 0)
 			snprintf(list->problem, sizeof(list->problem),
-					 "The secret of entry %d (target \"%s\") is not whsec_ followed by base64.",
-					 i + 1, PAIR_NAME(list, i));
+					 "The secret of %s %d (target \"%s\") is not whsec_ followed by base64.",
+					 what, list->items[i].position, PAIR_NAME(list, i));
+		else if (decoded < OUTBOX_MIN_KEY_BYTES)
+			snprintf(list->problem, sizeof(list->problem),
+					 "The secret of %s %d (target \"%s\") is %d bytes long, too short to sign with: use at least %d random bytes, e.g. whsec_ followed by the output of \"openssl rand -base64 32\".",
+					 what, list->items[i].position, PAIR_NAME(list, i),
+					 decoded, OUTBOX_MIN_KEY_BYTES);
 		else
 			list->items[i].value_len = decoded;
+	}
+}
+
+/*
+ * outbox.secrets is never refused: a list with a problem is kept, and the
+ * dispatcher reports the problem (which names no secret) and holds back
+ * signed deliveries.  Keys are stored base64-decoded in the "extra"; the
+ * value the GUC machinery keeps, which roles allowed to read settings
+ * (pg_read_all_settings, pg_monitor) see, names the targets only.
+ */
+static bool
+check_secrets(char **newval, void **extra, GucSource source)
+{
+	PairList   *list = parse_guc_pairs(*newval);
+	StringInfoData shown;
+
+	if (list == NULL)
+		return false;
+	decode_secrets(list, "entry");
+
+	initStringInfo(&shown);
+	if (list->problem[0] != '\0')
+		appendStringInfoString(&shown, MASK);
+	else
+		for (int i = 0; i < list->count; i++)
+			appendStringInfo(&shown, "%s%s=" MASK, i > 0 ? ", " : "",
+							 PAIR_NAME(list, i));
+	if (!replace_guc_value(newval, shown.data))
+	{
+		free(list);
+		return false;
 	}
 	*extra = list;
 	return true;
@@ -280,49 +540,210 @@ assign_secrets(const char *newval, void *extra)
 	secret_list = (PairList *) extra;
 }
 
+/* SHOW outbox.secrets: the secrets for superusers, masked for others */
+static const char *
+show_secrets(void)
+{
+	StringInfoData buf;
+
+	if (!superuser() || secret_list == NULL || secret_list->problem[0] != '\0')
+		return outbox_secrets;
+	initStringInfo(&buf);
+	for (int i = 0; i < secret_list->count; i++)
+	{
+		int			len = secret_list->items[i].value_len;
+		char	   *b64 = palloc(pg_b64_enc_len(len) + 1);
+		int			n = pg_b64_encode(PAIR_VALUE(secret_list, i), len, b64,
+									  pg_b64_enc_len(len));
+
+		b64[Max(n, 0)] = '\0';
+		appendStringInfo(&buf, "%s%s=whsec_%s", i > 0 ? ", " : "",
+						 PAIR_NAME(secret_list, i), b64);
+	}
+	return buf.data;
+}
+
 /*
- * The signing keys of a target (none if it has no secret).  Returns false,
- * with the reason in *problem, if outbox.secrets cannot be used.
+ * A new value of outbox.secrets_file, or a reload (which assigns every
+ * setting of the configuration files again): read the file when next
+ * needed, since its contents may have changed.
+ */
+static void
+assign_secrets_file(const char *newval, void *extra)
+{
+	file_secrets_stale = true;
+}
+
+#define MAX_SECRETS_FILE_SIZE	(1024 * 1024)
+
+/*
+ * Read outbox.secrets_file into file_secrets, or say why it cannot be used
+ * in file_problem.  Like ssl_key_file, the file must belong to the
+ * server's operating system user and be readable by nobody else: its keys
+ * are as secret as a private key.
+ */
+static void
+load_secrets_file(void)
+{
+	const char *path = outbox_secrets_file;
+	struct stat st;
+	char	   *buf = NULL;
+	ssize_t		got = 0;
+	int			fd;
+
+	file_secrets_stale = false;
+	free(file_secrets);
+	file_secrets = NULL;
+	file_problem[0] = '\0';
+	if (path == NULL || path[0] == '\0')
+		return;
+
+	fd = open(path, O_RDONLY | PG_BINARY, 0);
+	if (fd < 0)
+	{
+		snprintf(file_problem, sizeof(file_problem),
+				 "Could not open outbox.secrets_file \"%s\": %s.",
+				 path, strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) < 0)
+		snprintf(file_problem, sizeof(file_problem),
+				 "Could not stat outbox.secrets_file \"%s\": %s.",
+				 path, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		snprintf(file_problem, sizeof(file_problem),
+				 "outbox.secrets_file \"%s\" is not a regular file.", path);
+	else if (st.st_uid != geteuid())
+		snprintf(file_problem, sizeof(file_problem),
+				 "outbox.secrets_file \"%s\" must be owned by the operating system user running the server: run chown on it, then reload the configuration.",
+				 path);
+	else if (st.st_mode & (S_IRWXG | S_IRWXO))
+		snprintf(file_problem, sizeof(file_problem),
+				 "outbox.secrets_file \"%s\" has group or world access: run chmod 600 on it, then reload the configuration.",
+				 path);
+	else if (st.st_size > MAX_SECRETS_FILE_SIZE)
+		snprintf(file_problem, sizeof(file_problem),
+				 "outbox.secrets_file \"%s\" is larger than %d bytes.",
+				 path, MAX_SECRETS_FILE_SIZE);
+	else if ((buf = malloc(st.st_size + 1)) == NULL)
+		snprintf(file_problem, sizeof(file_problem), "out of memory");
+	else
+	{
+		while (got < st.st_size)
+		{
+			ssize_t		n = read(fd, buf + got, st.st_size - got);
+
+			if (n <= 0)
+				break;
+			got += n;
+		}
+		if (got < st.st_size)
+			snprintf(file_problem, sizeof(file_problem),
+					 "Could not read outbox.secrets_file \"%s\".", path);
+		buf[got] = '\0';
+		if (file_problem[0] == '\0' && strlen(buf) != got)
+			snprintf(file_problem, sizeof(file_problem),
+					 "outbox.secrets_file \"%s\" contains a zero byte.", path);
+	}
+	close(fd);
+
+	if (file_problem[0] == '\0')
+	{
+		file_secrets = parse_pairs(buf, '\n', "line");
+		if (file_secrets == NULL)
+			snprintf(file_problem, sizeof(file_problem), "out of memory");
+		else
+		{
+			decode_secrets(file_secrets, "line");
+			if (file_secrets->problem[0] != '\0')
+				snprintf(file_problem, sizeof(file_problem),
+						 "outbox.secrets_file \"%s\": %s", path,
+						 file_secrets->problem);
+		}
+	}
+	if (buf)
+	{
+		explicit_bzero(buf, got);
+		free(buf);
+	}
+}
+
+/* Append to *keys the keys of that target in list */
+static void
+append_keys(PairList *list, const char *name, List **keys)
+{
+	for (int i = 0; list != NULL && i < list->count; i++)
+	{
+		if (strcmp(PAIR_NAME(list, i), name) == 0)
+		{
+			StringInfo	key = makeStringInfo();
+
+			appendBinaryStringInfo(key, PAIR_VALUE(list, i),
+								   list->items[i].value_len);
+			*keys = lappend(*keys, key);
+		}
+	}
+}
+
+/*
+ * The signing keys of a target (none if it has no secret): those of
+ * outbox.secrets, then those of outbox.secrets_file.  Returns false, with
+ * the reason in *problem, if either cannot be used.
  */
 bool
 outbox_target_secrets(const char *name, List **keys, const char **problem)
 {
 	*keys = NIL;
 	*problem = NULL;
-	if (secret_list == NULL)
-		return true;
-	if (secret_list->problem[0] != '\0')
+	if (file_secrets_stale)
+		load_secrets_file();
+	if (secret_list != NULL && secret_list->problem[0] != '\0')
 	{
 		*problem = secret_list->problem;
 		return false;
 	}
-	for (int i = 0; i < secret_list->count; i++)
+	if (file_problem[0] != '\0')
 	{
-		if (strcmp(PAIR_NAME(secret_list, i), name) == 0)
-		{
-			StringInfo	key = makeStringInfo();
-
-			appendBinaryStringInfo(key, PAIR_VALUE(secret_list, i),
-								   secret_list->items[i].value_len);
-			*keys = lappend(*keys, key);
-		}
+		*problem = file_problem;
+		return false;
 	}
+	append_keys(secret_list, name, keys);
+	append_keys(file_secrets, name, keys);
 	return true;
 }
 
 /*
- * On a reload the postmaster logs each changed setting with its new value,
- * superuser-only or not.  Keep the secrets out of the log.
+ * On a reload the postmaster logs each changed setting with the value
+ * written in the file, superuser-only or not.  Keep secrets and URL
+ * credentials out of the log: show the masked value instead.
  */
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static void
 hide_secrets(ErrorData *edata)
 {
-	if (edata->message_id &&
-		strcmp(edata->message_id, "parameter \"%s\" changed to \"%s\"") == 0 &&
-		edata->message && strstr(edata->message, "\"outbox.secrets\"") != NULL)
-		edata->message = pstrdup("parameter \"outbox.secrets\" changed (value not shown)");
+	static const char *const hidden[] = {
+		"outbox.secrets", "outbox.targets", "outbox.proxy"
+	};
+
+	if (edata->message_id && edata->message &&
+		strcmp(edata->message_id, "parameter \"%s\" changed to \"%s\"") == 0)
+	{
+		for (int i = 0; i < lengthof(hidden); i++)
+		{
+			char		quoted[64];
+
+			snprintf(quoted, sizeof(quoted), "\"%s\"", hidden[i]);
+			if (strstr(edata->message, quoted) != NULL)
+			{
+				const char *shown = GetConfigOption(hidden[i], true, false);
+
+				edata->message = psprintf("parameter \"%s\" changed to \"%s\"",
+										  hidden[i], shown ? shown : "");
+				break;
+			}
+		}
+	}
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }
@@ -334,10 +755,51 @@ outbox_hide_secrets_in_log(void)
 	emit_log_hook = hide_secrets;
 }
 
+/*
+ * The slot-name and database settings are checked by load_databases() when
+ * the postmaster loads the library: a check hook refusing the value of a
+ * preloaded library's PGC_POSTMASTER setting only makes a WARNING, and the
+ * server would start with the default.  Later (a reload, ALTER SYSTEM) the
+ * hooks check what they can, so that mistakes show at once.
+ */
 static bool
 check_slot_name(char **newval, void **extra, GucSource source)
 {
+	if (process_shared_preload_libraries_in_progress)
+		return true;
 	return ReplicationSlotValidateName(*newval, WARNING);
+}
+
+/*
+ * Why a list of database names cannot be served, or NULL; *hint gets the
+ * fix.
+ */
+static char *
+database_list_problem(List *names, const char **hint)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+
+		if (strlen(name) >= NAMEDATALEN)
+		{
+			*hint = psprintf("Database names are at most %d bytes long.",
+							 NAMEDATALEN - 1);
+			return psprintf("database name \"%s\" is too long", name);
+		}
+		for (ListCell *other = list_head(names); other != lc;
+			 other = lnext(names, other))
+		{
+			if (strcmp(lfirst(other), name) == 0)
+			{
+				*hint = "List each database once.";
+				return psprintf("database \"%s\" is listed twice", name);
+			}
+		}
+	}
+	return NULL;
 }
 
 /*
@@ -347,42 +809,29 @@ check_slot_name(char **newval, void **extra, GucSource source)
 static bool
 check_databases(char **newval, void **extra, GucSource source)
 {
-	char	   *raw = pstrdup(*newval);
+	char	   *raw;
 	List	   *names;
-	ListCell   *lc;
-	bool		ok = true;
+	char	   *problem;
+	const char *hint;
 
+	if (process_shared_preload_libraries_in_progress)
+		return true;
+	raw = pstrdup(*newval);
 	if (!SplitGUCList(raw, ',', &names))
 	{
 		GUC_check_errdetail("List syntax is invalid.");
 		return false;
 	}
-	foreach(lc, names)
+	problem = database_list_problem(names, &hint);
+	if (problem)
 	{
-		const char *name = lfirst(lc);
-
-		if (strlen(name) >= NAMEDATALEN)
-		{
-			GUC_check_errdetail("Database name \"%s\" is too long.", name);
-			ok = false;
-			break;
-		}
-		for (ListCell *other = list_head(names); other != lc;
-			 other = lnext(names, other))
-		{
-			if (strcmp(lfirst(other), name) == 0)
-			{
-				GUC_check_errdetail("Database \"%s\" is listed twice.", name);
-				ok = false;
-				break;
-			}
-		}
-		if (!ok)
-			break;
+		GUC_check_errdetail("%c%s.", pg_toupper((unsigned char) problem[0]),
+							problem + 1);
+		GUC_check_errhint("%s", hint);
 	}
 	list_free(names);
 	pfree(raw);
-	return ok;
+	return problem == NULL;
 }
 
 /*
@@ -429,17 +878,46 @@ database_slot_name(const char *database, char *slot)
 /*
  * Fix the list of databases at server start.  outbox.databases wins over
  * outbox.database; one database keeps outbox.slot_name as its slot name.
+ * A setting that cannot be served stops the server from starting.
  */
 static void
 load_databases(void)
 {
 	char	   *raw;
 	List	   *names = NIL;
+	char	   *problem;
+	const char *hint;
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
+	ReplicationSlotValidateName(outbox_slot_name, ERROR);
+	/*
+	 * The slot names of the other naming scheme (see database_slot_name)
+	 * must be longer than outbox.slot_name itself, or the decoder would drop
+	 * its own slot as a leftover.
+	 */
+	if (strlen(outbox_slot_name) > OUTBOX_SLOT_NAME_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"outbox.slot_name\" is too long: \"%s\"",
+						outbox_slot_name),
+				 errhint("outbox.slot_name is at most %d bytes long, since the slot names made from it add up to 10 bytes.",
+						 OUTBOX_SLOT_NAME_MAXLEN)));
+
 	raw = pstrdup(outbox_databases);
-	if (!SplitGUCList(raw, ',', &names) || names == NIL)
+	if (!SplitGUCList(raw, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in parameter \"outbox.databases\""),
+				 errhint("Write the database names separated by commas, in double quotes if they contain commas, spaces or capital letters.")));
+	if (names == NIL)
 		names = list_make1(pstrdup(outbox_database));
+	problem = database_list_problem(names, &hint);
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s in \"%s\"", problem,
+						outbox_databases[0] ? "outbox.databases" : "outbox.database"),
+				 errhint("%s", hint)));
 
 	n_databases = list_length(names);
 	database_names = palloc0(sizeof(NameData) * n_databases);
@@ -548,6 +1026,37 @@ outbox_target_list(void)
 	return buf.data;
 }
 
+/*
+ * The workers' sessions ignore what ALTER DATABASE or ALTER ROLE ... SET
+ * give applications: settings that would make their transactions read-only,
+ * cancel their statements, end their sessions, make them fail on
+ * serialization conflicts or temporary files, skip triggers (foreign keys
+ * included), turn every error into a crash, or run them as another role.
+ * Called right after the database connection is made.
+ */
+void
+outbox_worker_session_settings(void)
+{
+	static const char *const settings[][2] = {
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_isolation", "read committed"},
+		{"default_transaction_deferrable", "off"},
+		{"statement_timeout", "0"},
+		{"lock_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+		{"idle_session_timeout", "0"},
+		{"session_replication_role", "origin"},
+		{"temp_file_limit", "-1"},
+		{"exit_on_error", "off"},
+		/* a role set for the database would make them a non-superuser */
+		{"role", "none"},
+	};
+
+	for (int i = 0; i < lengthof(settings); i++)
+		SetConfigOption(settings[i][0], settings[i][1], PGC_SUSET,
+						PGC_S_OVERRIDE);
+}
+
 void
 outbox_define_gucs(void)
 {
@@ -593,7 +1102,7 @@ outbox_define_gucs(void)
 							   "",
 							   PGC_SIGHUP,
 							   0,
-							   check_targets, assign_targets, NULL);
+							   check_targets, assign_targets, show_targets);
 
 	DefineCustomStringVariable("outbox.secrets",
 							   "Signing secrets of targets, as comma-separated name=whsec_<base64> pairs.",
@@ -602,7 +1111,25 @@ outbox_define_gucs(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   check_secrets, assign_secrets, NULL);
+							   check_secrets, assign_secrets, show_secrets);
+
+	DefineCustomStringVariable("outbox.secrets_file",
+							   "File of signing secrets, one name=whsec_<base64> line each.",
+							   "Only the server's operating system user may be able to read it.",
+							   &outbox_secrets_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, assign_secrets_file, NULL);
+
+	DefineCustomStringVariable("outbox.proxy",
+							   "Proxy through which every request is sent; empty for none.",
+							   "Proxy variables of the server's environment are ignored.",
+							   &outbox_proxy,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_proxy, assign_proxy, show_proxy);
 
 	DefineCustomIntVariable("outbox.max_attempts",
 							"Failed attempts after which a message is dead.",

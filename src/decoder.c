@@ -460,6 +460,7 @@ outbox_decoder_main(Datum main_arg)
 
 	outbox_shmem_select(DatumGetInt32(main_arg));
 	BackgroundWorkerInitializeConnection(database_name, NULL, 0);
+	outbox_worker_session_settings();
 
 	before_shmem_exit(decoder_detach, (Datum) 0);
 	SpinLockAcquire(&outbox_shared->mutex);

@@ -1941,6 +1941,7 @@ outbox_dispatcher_main(Datum main_arg)
 
 	outbox_shmem_select(DatumGetInt32(main_arg));
 	BackgroundWorkerInitializeConnection(outbox_shared->database, NULL, 0);
+	outbox_worker_session_settings();
 
 	/* Our queries run as superuser: no user's objects may shadow theirs */
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);

@@ -33,7 +33,8 @@ typedef struct HttpRequest
 	void	   *owner;
 	struct curl_slist *headers;
 	size_t		received;
-	char		status_line[128];
+	char		status_line[256];	/* raw bytes, as received */
+	size_t		status_len;
 	int64		retry_after_ms; /* -1: none */
 	bool		abort_message;
 	char		errbuf[CURL_ERROR_SIZE];
@@ -54,6 +55,59 @@ static bool wait_set_stale = true;
 static TimestampTz curl_deadline = 0;	/* 0: curl needs no timer */
 static bool curl_timer_set = false;
 static int	inflight = 0;
+
+/*
+ * Set an option, or fail.  A failed setopt means this libcurl lacks
+ * something a request depends on (a proxy setting, a protocol limit): no
+ * request may go out without it.
+ */
+#define easy_setopt(easy, option, value) \
+	do { \
+		CURLcode	rc_ = curl_easy_setopt((easy), (option), (value)); \
+		if (rc_ != CURLE_OK) \
+			elog(ERROR, "could not set libcurl option %s: %s", #option, \
+				 curl_easy_strerror(rc_)); \
+	} while (0)
+
+#define multi_setopt(multi, option, value) \
+	do { \
+		CURLMcode	rc_ = curl_multi_setopt((multi), (option), (value)); \
+		if (rc_ != CURLM_OK) \
+			elog(ERROR, "could not set libcurl option %s: %s", #option, \
+				 curl_multi_strerror(rc_)); \
+	} while (0)
+
+/*
+ * Copy the len bytes at src, as received from a receiver or from libcurl,
+ * into dst as text that is valid in every server encoding and holds no
+ * control characters: printable ASCII is kept, every other byte (and "\")
+ * becomes \xNN.  The text is cut, if it must be, between two such units.
+ */
+static void
+copy_as_text(char *dst, size_t dstsize, const char *src, size_t len)
+{
+	size_t		out = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) src[i];
+
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+		{
+			if (out + 1 >= dstsize)
+				break;
+			dst[out++] = c;
+		}
+		else
+		{
+			if (out + 4 >= dstsize)
+				break;
+			snprintf(dst + out, 5, "\\x%02x", c);
+			out += 4;
+		}
+	}
+	dst[out] = '\0';
+}
 
 static uint32
 socket_events(int what)
@@ -123,8 +177,8 @@ outbox_http_init(void)
 	multi = curl_multi_init();
 	if (multi == NULL)
 		elog(ERROR, "could not create a libcurl multi handle");
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
+	multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
+	multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
 
 	http_context = AllocSetContextCreate(TopMemoryContext, "outbox http",
 										 ALLOCSET_DEFAULT_SIZES);
@@ -206,8 +260,8 @@ header_callback(char *data, size_t size, size_t nitems, void *userp)
 		while (line_len > 0 &&
 			   (data[line_len - 1] == '\r' || data[line_len - 1] == '\n'))
 			line_len--;
-		strlcpy(req->status_line, data,
-				Min(line_len + 1, sizeof(req->status_line)));
+		req->status_len = Min(line_len, sizeof(req->status_line));
+		memcpy(req->status_line, data, req->status_len);
 		req->retry_after_ms = -1;
 		req->abort_message = false;
 	}
@@ -244,33 +298,42 @@ outbox_http_start(void *owner, const char *url, const char *body,
 	if (maxconnects != outbox_max_inflight)
 	{
 		maxconnects = outbox_max_inflight;
-		curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, maxconnects);
+		multi_setopt(multi, CURLMOPT_MAXCONNECTS, maxconnects);
 	}
 	req->easy = easy;
 	req->owner = owner;
 	req->retry_after_ms = -1;
 	req->headers = headers;
 
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-	curl_easy_setopt(easy, CURLOPT_URL, url);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) outbox_request_timeout);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-					 (long) outbox_connect_timeout);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
-	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
-	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	easy_setopt(easy, CURLOPT_PRIVATE, req);
+	easy_setopt(easy, CURLOPT_URL, url);
+	easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+
+	/*
+	 * Only outbox.proxy names a proxy: "" turns off libcurl's use of the
+	 * proxy variables of the environment (http_proxy, all_proxy, ...),
+	 * which would hand bodies, signatures and URL credentials to whoever
+	 * set them, and an empty NOPROXY list turns off no_proxy.
+	 */
+	easy_setopt(easy, CURLOPT_PROXY, outbox_proxy_url());
+	easy_setopt(easy, CURLOPT_NOPROXY, "");
+	easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) outbox_request_timeout);
+	easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+				(long) outbox_connect_timeout);
+	easy_setopt(easy, CURLOPT_POST, 1L);
+	easy_setopt(easy, CURLOPT_POSTFIELDS, body);
+	easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	easy_setopt(easy, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION);
+	easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
+	easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
+	easy_setopt(easy, CURLOPT_HEADERDATA, req);
+	easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 
 	mrc = curl_multi_add_handle(multi, easy);
 	if (mrc != CURLM_OK)
@@ -400,7 +463,8 @@ outbox_http_collect(OutboxHttpDone done)
 		if (msg->data.result == CURLE_OK)
 		{
 			curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &result.status);
-			strlcpy(result.error, req->status_line, sizeof(result.error));
+			copy_as_text(result.error, sizeof(result.error),
+						 req->status_line, req->status_len);
 			result.retry_after_ms = req->retry_after_ms;
 			result.abort_message = req->abort_message;
 			if (result.status >= 200 && result.status < 600)
@@ -418,10 +482,13 @@ outbox_http_collect(OutboxHttpDone done)
 						 "response body larger than %d bytes",
 						 MAX_RESPONSE_BYTES);
 			else
-				strlcpy(result.error,
-						req->errbuf[0] ? req->errbuf :
-						curl_easy_strerror(msg->data.result),
-						sizeof(result.error));
+			{
+				const char *error = req->errbuf[0] ? req->errbuf :
+					curl_easy_strerror(msg->data.result);
+
+				copy_as_text(result.error, sizeof(result.error), error,
+							 strlen(error));
+			}
 		}
 
 		curl_multi_remove_handle(multi, req->easy);

@@ -50,11 +50,23 @@
 
 /* ---- config.c ---- */
 
+/* Shortest signing key accepted, in bytes (decoded) */
+#define OUTBOX_MIN_KEY_BYTES	24
+
+/*
+ * Longest outbox.slot_name: the slot names made from it (with several
+ * databases, or before they changed) add up to 10 bytes and must fit in
+ * NAMEDATALEN.
+ */
+#define OUTBOX_SLOT_NAME_MAXLEN	(NAMEDATALEN - 1 - 10)
+
 extern char *outbox_database;
 extern char *outbox_databases;
 extern char *outbox_targets;
 extern char *outbox_slot_name;
 extern char *outbox_secrets;
+extern char *outbox_secrets_file;
+extern char *outbox_proxy;
 extern int	outbox_max_attempts;
 extern int	outbox_retry_base_delay;	/* ms */
 extern int	outbox_retry_max_delay;		/* ms */
@@ -78,6 +90,9 @@ extern char *outbox_target_list(void);
 extern bool outbox_target_secrets(const char *name, List **keys,
 								  const char **problem);
 extern void outbox_hide_secrets_in_log(void);
+extern char *outbox_mask_url(const char *url);
+extern const char *outbox_proxy_url(void);
+extern void outbox_worker_session_settings(void);
 
 /* ---- shmem.c ---- */
 

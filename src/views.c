@@ -13,6 +13,7 @@
 
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -68,7 +69,10 @@ outbox_target_state(PG_FUNCTION_ARGS)
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = CStringGetTextDatum(name);
-		values[1] = CStringGetTextDatum(outbox_target_url(name));
+		/* Credentials in a URL are for superusers only */
+		values[1] = CStringGetTextDatum(superuser() ?
+										outbox_target_url(name) :
+										outbox_mask_url(outbox_target_url(name)));
 		values[2] = CStringGetTextDatum(st && st->circuit_open ? "open" : "closed");
 		if (st == NULL)
 		{

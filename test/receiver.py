@@ -43,7 +43,11 @@ Options:
                         listed); RULE is an object with any of status,
                         delay, drop, headers, or a list of such objects:
                         the n-th request of that id uses the n-th entry
-                        (the last one repeats).
+                        (the last one repeats).  {"status_line": S}
+                        answers with the status line S instead of
+                        "HTTP/1.1 <status> <reason>"; each character of S
+                        (code points 0-255) is sent as that byte, so any
+                        bytes can be sent, invalid UTF-8 included.
     --answer-log FILE   append one JSON line per answer to FILE (see above)
     --max-seconds S     exit by itself after S seconds (default 900)
     --body-bytes N      answer with a body of N bytes (Content-Length N),
@@ -91,9 +95,10 @@ class State:
             self.answer_file = open(args.answer_log, "a", encoding="utf-8")
 
     def control(self, webhook_id="", n=1):
-        """Return (status, delay, drop, headers) for the n-th request of
-        this webhook-id."""
+        """Return (status, delay, drop, headers, status_line) for the n-th
+        request of this webhook-id."""
         status = self.args.status
+        status_line = None
         delay = self.args.delay
         drop = False
         headers = dict(self.args.header_dict)
@@ -123,10 +128,12 @@ class State:
                 drop = bool(rule.get("drop", drop))
                 headers.update({str(k): str(v) for k, v in
                                 (rule.get("headers") or {}).items()})
+                if "status_line" in rule:
+                    status_line = str(rule["status_line"]).encode("latin-1")
             except (TypeError, ValueError, AttributeError) as e:
                 sys.stderr.write("receiver: ignoring control rule %r: %s\n"
                                  % (rule, e))
-        return status, delay, drop, headers
+        return status, delay, drop, headers, status_line
 
     def count_attempt(self, webhook_id):
         """Count one more request for this webhook-id; return the count."""
@@ -239,7 +246,13 @@ def make_handler(state):
 
             webhook_id = headers.get("webhook-id", "")
             n = state.count_attempt(webhook_id) if webhook_id else 1
-            status, delay, drop, reply_headers = state.control(webhook_id, n)
+            status, delay, drop, reply_headers, status_line = \
+                state.control(webhook_id, n)
+            if status_line is not None:
+                try:
+                    status = int(status_line.split()[1])
+                except (IndexError, ValueError):
+                    pass
             if webhook_id and state.args.fail_first > 0:
                 if n <= state.args.fail_first:
                     status = 500
@@ -297,7 +310,10 @@ def make_handler(state):
             reply = json.dumps({"ok": 200 <= status < 300,
                                 "status": status}).encode() + b"\n"
             try:
-                self.send_response(status)
+                if status_line is not None:
+                    self.send_raw_status_line(status_line)
+                else:
+                    self.send_response(status)
                 for name, value in reply_headers.items():
                     if name.lower() not in ("content-type", "content-length"):
                         self.send_header(name, value)
@@ -313,6 +329,13 @@ def make_handler(state):
                 answer["error"] = str(e)
             answer["t_done"] = time.time()
             state.record_answer(answer)
+
+        def send_raw_status_line(self, line):
+            """Begin an answer with these bytes as its status line (the
+            headers sent next follow it, as after send_response)."""
+            if not hasattr(self, "_headers_buffer"):
+                self._headers_buffer = []
+            self._headers_buffer.append(line + b"\r\n")
 
         def send_big_body(self, status, reply_headers, answer):
             """Answer with --body-bytes bytes, or an endless chunked body

@@ -8,6 +8,9 @@ use strict;
 use warnings;
 
 use Cwd qw(abs_path);
+use Digest::SHA ();
+use Encode ();
+use MIME::Base64 ();
 use Exporter qw(import);
 use File::Basename qw(dirname basename);
 use IO::Socket::INET;
@@ -28,6 +31,7 @@ our @EXPORT = qw(
   http_date worker_pid cpu_seconds
   start_producer wait_producer producer_ids check_no_loss run_example
   gdb_attach gdb_command gdb_wait gdb_detach wait_for_decoding
+  is_signed_with random_key
 );
 
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
@@ -981,6 +985,56 @@ sub run_example
 	note sprintf('run.sh --quick took %.0f s; its output is in %s',
 		time() - $started, $output_log);
 	return ($status, $out);
+}
+
+=pod
+
+=item is_signed_with($req, @keys)
+
+True if the request carries exactly one Standard Webhooks v1 signature per
+key, in order, each base64(HMAC-SHA256(key, "id.timestamp.body")) computed
+here with Digest::SHA (independently of the server); with no keys, true if
+it carries no webhook-signature header.  Says what differs with diag.
+
+=cut
+
+sub is_signed_with
+{
+	my ($req, @keys) = @_;
+	return 0 unless $req;
+	my $h = $req->{headers};
+	my @got =
+	  defined $h->{'webhook-signature'}
+	  ? split(/ /, $h->{'webhook-signature'}, -1)
+	  : ();
+	my @want = map {
+		my $sig = Digest::SHA::hmac_sha256_base64(
+			Encode::encode_utf8(
+				"$h->{'webhook-id'}.$h->{'webhook-timestamp'}.$req->{body}"),
+			$_);
+		$sig .= '=' while length($sig) % 4;
+		"v1,$sig";
+	} @keys;
+	return 1 if "@got" eq "@want";
+	diag "signatures of " . ($h->{'webhook-id'} // '?')
+	  . ": got [@got], want [@want]";
+	return 0;
+}
+
+=pod
+
+=item random_key($bytes)
+
+A random signing key of $bytes bytes (32 if not given), as a list
+(raw key, "whsec_<base64>").
+
+=cut
+
+sub random_key
+{
+	my ($bytes) = @_;
+	my $key = pack('C*', map { int(rand(256)) } 1 .. ($bytes // 32));
+	return ($key, 'whsec_' . MIME::Base64::encode_base64($key, ''));
 }
 
 =back
