@@ -40,7 +40,7 @@ set_targets('orders=' . receiver_url($new, '/new'));
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"n": 2}', message_id => 'after')});
 ($req) = wait_for_requests($new, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'after' });
+	with_id('after'));
 ok($req, 'after pg_reload_conf(), the next message goes to the new URL');
 is($req && $req->{path}, '/new', 'the new URL path is used');
 is(scalar(requests_with_id($old, 'after')), 0,
@@ -58,7 +58,7 @@ ok( poll_until(
 
 set_targets('orders=' . receiver_url($new, '/new'));
 ($req) = wait_for_requests($new, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'stuck' });
+	with_id('stuck'));
 ok($req, 'a pending message is delivered to the URL its target has now');
 ok( poll_until(
 		$node,
@@ -71,7 +71,7 @@ set_targets('orders=' . receiver_url($new, '/new')
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('billing', '{"n": 4}', message_id => 'added')});
 ($req) = wait_for_requests($old, 1, $OutboxTest::timeout,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'added' });
+	with_id('added'));
 is($req && $req->{path}, '/billing', 'a target added by a reload receives its messages');
 
 $node->stop;

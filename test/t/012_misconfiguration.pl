@@ -36,7 +36,7 @@ like(slurp_file($node->logfile),
 $node->safe_psql('postgres',
 	"SELECT outbox_queue('orders', '{\"n\": 1}', message_id => 'no-plugin')");
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'no-plugin' })),
+	with_id('no-plugin'))),
 	'messages are still delivered, from the table');
 
 wait_seconds(6);
@@ -65,7 +65,7 @@ ok( $node->wait_for_log(
 $node->safe_psql('postgres',
 	"SELECT outbox_queue('orders', '{\"n\": 2}', message_id => 'replica')");
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'replica' })),
+	with_id('replica'))),
 	'with wal_level = replica messages are still delivered');
 wait_seconds(6);
 is(count_in_log($node, qr/it needs wal_level = logical/), 1,
@@ -89,7 +89,7 @@ is($node->safe_psql('postgres',
 $node->append_conf('postgresql.conf', "outbox.targets = '$targets'");
 $node->reload;
 ok(scalar(wait_for_requests($orders, 1, undef,
-	sub { $_[0]{headers}{'webhook-id'} eq 'held' })),
+	with_id('held'))),
 	'it is delivered once the target is configured again');
 $node->stop;
 

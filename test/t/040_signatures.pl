@@ -51,12 +51,6 @@ sub signed_with
 	return 0;
 }
 
-sub with_id
-{
-	my ($id) = @_;
-	return sub { ($_[0]{headers}{'webhook-id'} // '') eq $id };
-}
-
 # The verifier itself reproduces the Standard Webhooks reference vector.
 is( expected_signature(
 		decode_base64('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'),

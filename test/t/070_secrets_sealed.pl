@@ -37,12 +37,6 @@ sub write_secrets_file
 	return $file;
 }
 
-sub with_id
-{
-	my ($id) = @_;
-	return sub { ($_[0]{headers}{'webhook-id'} // '') eq $id };
-}
-
 # Everything a role can read about outbox.secrets and outbox.secrets_file
 my $reads = q{
 SHOW outbox.secrets;

@@ -103,7 +103,7 @@ ok(poll_until($node, 'SHOW outbox.targets', "orders=$url"),
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"n": 2}', message_id => 'altered')});
 ($req) = wait_for_requests($orders, 1, undef,
-	sub { ($_[0]{headers}{'webhook-id'} // '') eq 'altered' });
+	with_id('altered'));
 is($req && $req->{headers}{authorization}, 'Basic aG9va3VzZXI6aG9va3Bhc3M=',
 	'and its credentials reach the target');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET outbox.targets');

@@ -33,12 +33,6 @@ my $node = outbox_node('proxy_environment', targets => "orders=$target_url",
 }
 $node->safe_psql('postgres', 'CREATE EXTENSION outbox');
 
-sub with_id
-{
-	my ($id) = @_;
-	return sub { ($_[0]{headers}{'webhook-id'} // '') eq $id };
-}
-
 $node->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"n": 1}', message_id => 'direct')});
 ok(scalar(wait_for_requests($target, 1, undef, with_id('direct'))),
