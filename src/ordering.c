@@ -172,7 +172,12 @@ outbox_key_lookup(const char *target, const char *key, TimestampTz at)
 	memcpy(l->k.target, target, tlen);
 	memcpy(l->k.key, key, klen);
 	if (lookups == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
+
 		lookups = pairingheap_allocate(lookup_cmp, NULL);
+		MemoryContextSwitchTo(oldcxt);
+	}
 	pairingheap_add(lookups, &l->node);
 }
 
