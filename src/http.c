@@ -35,8 +35,6 @@ typedef struct HttpRequest
 	size_t		received;
 	char		status_line[256];	/* raw bytes, as received */
 	size_t		status_len;
-	int64		retry_after_ms; /* -1: none */
-	bool		abort_message;
 	char		errbuf[CURL_ERROR_SIZE];
 } HttpRequest;
 
@@ -201,60 +199,18 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /*
- * Retry-After is either delay-seconds or an HTTP date (RFC 9110 10.2.3).
- * Returns the delay in ms, or -1 if the value is neither.
+ * Keep the status line of the response, for last_error: libcurl parses the
+ * status code, but keeps no reason phrase.  A new response (after 1xx
+ * interim ones) replaces the line of the one before.
  */
-static int64
-parse_retry_after(const char *value)
-{
-	const char *p = value;
-	int64		seconds = 0;
-	time_t		when;
-
-	while (*p >= '0' && *p <= '9' && seconds < INT_MAX)
-		seconds = seconds * 10 + (*p++ - '0');
-	if (p > value && *p == '\0')
-		return seconds * 1000;
-
-	when = curl_getdate(value, NULL);
-	if (when == -1)
-		return -1;
-	return Max(0, (time_t_to_timestamptz(when) - GetCurrentTimestamp()) / 1000);
-}
-
-/* If line is "name: value", copy the trimmed value into buf and say so */
-static bool
-header_value(const char *line, size_t len, const char *name, char *buf,
-			 size_t bufsize)
-{
-	size_t		name_len = strlen(name);
-	size_t		start,
-				end;
-
-	if (len <= name_len || line[name_len] != ':' ||
-		pg_strncasecmp(line, name, name_len) != 0)
-		return false;
-	start = name_len + 1;
-	end = len;
-	while (start < end && (line[start] == ' ' || line[start] == '\t'))
-		start++;
-	while (end > start && (line[end - 1] == '\r' || line[end - 1] == '\n' ||
-						   line[end - 1] == ' ' || line[end - 1] == '\t'))
-		end--;
-	strlcpy(buf, line + start, Min(end - start + 1, bufsize));
-	return true;
-}
-
 static size_t
 header_callback(char *data, size_t size, size_t nitems, void *userp)
 {
 	HttpRequest *req = userp;
 	size_t		len = size * nitems;
-	char		value[128];
 
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0)
 	{
-		/* A new response (after any 1xx interim ones): start afresh */
 		size_t		line_len = len;
 
 		while (line_len > 0 &&
@@ -262,14 +218,30 @@ header_callback(char *data, size_t size, size_t nitems, void *userp)
 			line_len--;
 		req->status_len = Min(line_len, sizeof(req->status_line));
 		memcpy(req->status_line, data, req->status_len);
-		req->retry_after_ms = -1;
-		req->abort_message = false;
 	}
-	else if (header_value(data, len, "retry-after", value, sizeof(value)))
-		req->retry_after_ms = parse_retry_after(value);
-	else if (header_value(data, len, "webhook-delivery", value, sizeof(value)))
-		req->abort_message = (pg_strcasecmp(value, "abort-message") == 0);
 	return len;
+}
+
+/*
+ * What the final response asks of its message.  Retry-After, as delay
+ * seconds or an HTTP date, is what libcurl reads it as: seconds from now,
+ * and 0 when it is absent, unreadable or in the past; then the backoff
+ * decides.  "webhook-delivery: abort-message" makes the message dead.
+ */
+static void
+read_directives(CURL *easy, OutboxHttpResult *result)
+{
+	struct curl_header *h;
+	curl_off_t	seconds = 0;
+
+	result->retry_after_ms = -1;
+	if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &seconds) == CURLE_OK &&
+		seconds > 0)
+		result->retry_after_ms = (int64) Min(seconds, (curl_off_t) INT_MAX) * 1000;
+	result->abort_message =
+		curl_easy_header(easy, "webhook-delivery", 0, CURLH_HEADER, -1,
+						 &h) == CURLHE_OK &&
+		pg_strcasecmp(h->value, "abort-message") == 0;
 }
 
 /*
@@ -302,7 +274,6 @@ outbox_http_start(void *owner, const char *url, const char *body,
 	}
 	req->easy = easy;
 	req->owner = owner;
-	req->retry_after_ms = -1;
 	req->headers = headers;
 
 	easy_setopt(easy, CURLOPT_PRIVATE, req);
@@ -465,8 +436,7 @@ outbox_http_collect(OutboxHttpDone done)
 			curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &result.status);
 			copy_as_text(result.error, sizeof(result.error),
 						 req->status_line, req->status_len);
-			result.retry_after_ms = req->retry_after_ms;
-			result.abort_message = req->abort_message;
+			read_directives(req->easy, &result);
 			if (result.status >= 200 && result.status < 600)
 				outbox_count(STAT_2XX + (result.status / 100 - 2), 1);
 		}
