@@ -28,9 +28,17 @@ PG_CFLAGS = -Wall -Werror
 REGRESS = api errors privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 
+# TAP tests: test/t/*.pl with the helpers of test/lib, run by PGXS's
+# prove_installcheck (test/run-tests.sh runs the two kinds apart)
+TAP_TESTS = 1
+PROVE_TESTS ?= test/t/*.pl
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# After PGXS, which sets it: where prove finds OutboxTest.pm
+PG_PROVE_FLAGS += -I $(srcdir)/test/lib
 
 # Every file includes the shared header
 $(OBJS): src/outbox.h

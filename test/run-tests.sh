@@ -8,8 +8,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 pgbin=${OUTBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pgbin:$PATH"
-pgxs=$("$pgbin/pg_config" --pkglibdir)/pgxs
-here=$(pwd)
 
 if [[ $(id -u) -eq 0 ]]; then
     echo "run-tests: initdb refuses to run as root; use test/run.sh" >&2
@@ -29,7 +27,7 @@ tap_status=0
 
 echo "== pg_regress (make installcheck) =="
 rm -rf results regression.diffs regression.out tmp_check
-make -s PG_CONFIG="$pgbin/pg_config" installcheck || regress_status=$?
+make -s PG_CONFIG="$pgbin/pg_config" installcheck TAP_TESTS= || regress_status=$?
 if [[ $regress_status -ne 0 ]]; then
     if [[ -f regression.diffs ]]; then
         echo "---- regression.diffs ----"
@@ -44,14 +42,11 @@ echo
 echo "== TAP tests (prove) =="
 rm -rf tap
 mkdir -p tap
-# What PostgreSQL's prove_installcheck sets for PGXS builds.
-export TESTDIR="$here/tap"
-export PG_REGRESS="$pgxs/src/test/regress/pg_regress"
-export PGPORT=65432
-tests=${PROVE_TESTS:-test/t/*.pl}
-# shellcheck disable=SC2086
+# PGXS's prove_installcheck (see the Makefile), without pg_regress again;
+# the tests' logs go to tmp_check/log.
 timeout --signal=TERM 2400 \
-    prove -I "$pgxs/src/test/perl" -I test/lib ${PROVE_FLAGS:-} $tests \
+    make -s PG_CONFIG="$pgbin/pg_config" installcheck REGRESS= \
+    PROVE_TESTS="${PROVE_TESTS:-test/t/*.pl}" PROVE_FLAGS="${PROVE_FLAGS:-}" \
     2>&1 | tee tap/prove.out
 tap_status=${PIPESTATUS[0]}
 
@@ -62,15 +57,15 @@ if [[ $tap_status -ne 0 ]]; then
              grep -oE '^[^ ]+\.pl' | xargs -r -n1 basename | sed 's/\.pl$//' |
              sort -u)
     if [[ -z $failed ]]; then
-        failed=$(ls tap/tmp_check/log 2>/dev/null |
+        failed=$(ls tmp_check/log 2>/dev/null |
                  sed -n 's/^regress_log_//p')
     fi
     for t in $failed; do
-        show_tail "tap/tmp_check/log/regress_log_$t" 80
-        for f in tap/tmp_check/log/"${t}"_*.log; do
+        show_tail "tmp_check/log/regress_log_$t" 80
+        for f in tmp_check/log/"${t}"_*.log; do
             show_tail "$f" 60
         done
-        for f in tap/tmp_check/log/"${t}"_receiver_*.jsonl; do
+        for f in tmp_check/log/"${t}"_receiver_*.jsonl; do
             show_tail "$f" 10
         done
     done
