@@ -28,6 +28,11 @@ PG_CFLAGS = -Wall -Werror
 REGRESS = api errors privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 
+# isolation tests: producers racing one another (specs/), on an instance of
+# their own as well
+ISOLATION = concurrent_enqueue
+ISOLATION_OPTS = --temp-instance=tmp_check_isolation --temp-config=test/regress.conf
+
 # TAP tests: test/t/*.pl with the helpers of test/lib, run by PGXS's
 # prove_installcheck (test/run-tests.sh runs the two kinds apart)
 TAP_TESTS = 1

@@ -25,15 +25,17 @@ show_tail() {
 regress_status=0
 tap_status=0
 
-echo "== pg_regress (make installcheck) =="
-rm -rf results regression.diffs regression.out tmp_check
+echo "== pg_regress and isolation tests (make installcheck) =="
+rm -rf results regression.diffs regression.out tmp_check output_iso
 make -s PG_CONFIG="$pgbin/pg_config" installcheck TAP_TESTS= || regress_status=$?
 if [[ $regress_status -ne 0 ]]; then
-    if [[ -f regression.diffs ]]; then
-        echo "---- regression.diffs ----"
-        head -c 30000 regression.diffs
-    fi
-    for f in tmp_check/log/postmaster.log log/postmaster.log; do
+    for f in regression.diffs output_iso/regression.diffs; do
+        if [[ -f $f ]]; then
+            echo "---- $f ----"
+            head -c 30000 "$f"
+        fi
+    done
+    for f in tmp_check_regress/log/postmaster.log tmp_check_isolation/log/postmaster.log; do
         show_tail "$f" 40
     done
 fi
@@ -75,9 +77,9 @@ fi
 echo
 echo "== summary =="
 if [[ $regress_status -eq 0 ]]; then
-    echo "pg_regress: passed"
+    echo "pg_regress and isolation tests: passed"
 else
-    echo "pg_regress: FAILED (make installcheck exit $regress_status)"
+    echo "pg_regress and isolation tests: FAILED (make installcheck exit $regress_status)"
 fi
 if [[ $tap_status -eq 0 ]]; then
     tail -n 3 tap/prove.out

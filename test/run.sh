@@ -4,8 +4,9 @@
 #   2. builds and installs the extension (make && make install),
 #   3. copies the tree to a scratch directory owned by the user that runs
 #      the tests (postgres when started as root: initdb refuses root), and
-#   4. runs there pg_regress (make installcheck, with its own temporary
-#      server) and the TAP tests (prove test/t/*.pl).
+#   4. runs there pg_regress and the isolation tests (make installcheck,
+#      each with its own temporary server) and the TAP tests (prove
+#      test/t/*.pl, through PGXS).
 # The exit status is 0 only when everything passed.
 #
 # Environment knobs: PROVE_TESTS="test/t/001_delivery.pl ..." (subset),
@@ -57,7 +58,7 @@ else
     as_user=()
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/outbox-test.XXXXXX")
-tar -C "$root" --exclude=./.git --exclude=./tmp_check --exclude=./results \
+tar -C "$root" --exclude=./.git --exclude='./tmp_check*' --exclude=./results --exclude=./output_iso \
     --exclude=./tap -cf - . | tar -C "$work" -xf -
 if [[ $(id -u) -eq 0 ]]; then
     chown -R "$run_user:" "$work"
