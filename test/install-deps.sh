@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what outbox needs to build, test and demo on Debian 12:
 # PostgreSQL 15 with its server headers, libcurl, Perl's IPC::Run (for
-# PostgreSQL's TAP modules), Python 3 (the test receiver), make and gcc.
+# PostgreSQL's TAP modules), Python 3 (the test receiver), make and gcc,
+# PgBouncer (the pooler test) and gdb (tests that hold a process at a
+# chosen point).
 #
 # As root it uses apt-get; otherwise sudo when it works without a password;
 # otherwise it only reports what is missing.  Packages already installed
