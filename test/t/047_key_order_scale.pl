@@ -133,8 +133,9 @@ cmp_ok($found, '<=', 5 * $n,
 
 # A generous bound, in case the count above misses a cost: the old
 # dispatcher used 1.9 to 2.1 ms per message here, the new one 0.4 to 0.7 ms
-# (on 2 cores shared with the receiver and other work).
-cmp_ok($cpu, '<', 1e-3 * $n,
+# on 2 cores shared with the receiver, and up to 1.2 ms while another test
+# suite kept both cores busy.
+cmp_ok($cpu, '<', 1.5e-3 * $n,
 	'the dispatcher uses CPU in proportion to the messages');
 
 # Every retry of a keyed message is sent when due: the retry delays are at
