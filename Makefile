@@ -16,6 +16,7 @@ OBJS = \
 	src/shmem.o \
 	src/signature.o \
 	src/sql.o \
+	src/tracking.o \
 	src/views.o
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 PGFILEDESC = "outbox - transactional outbox delivering webhooks"
@@ -32,5 +33,5 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Every file includes the shared header
-$(OBJS): src/outbox.h
+# Every file includes the shared header, some the dispatcher's own
+$(OBJS): $(wildcard src/*.h)

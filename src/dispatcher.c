@@ -8,13 +8,11 @@
  * (at start, for outbox_send rows, for due retries, and whenever the fast
  * path may have missed something).  Both give the same OutboxMessage.
  *
- * Every message the dispatcher holds is tracked by id in one hash table:
- * QUEUED (waiting for a free request slot), INFLIGHT, or DONE.  A scan skips
- * messages that are queued or in flight.  The ring skips every tracked
- * message, including DONE ones: a message found by a scan may still arrive
- * through the ring afterwards, so a scanned message stays DONE until the
- * decoder has passed the WAL position of that scan; then no copy of it can
- * still be on its way and the entry is forgotten.
+ * Every message the dispatcher holds is tracked by id (see tracking.c):
+ * QUEUED, INFLIGHT, or DONE.  A scan skips messages that are queued or in
+ * flight; the ring skips every tracked message, including DONE ones, which
+ * are kept until the decoder has passed the WAL position of the scan that
+ * found them (ring_covers).
  *
  * Outcomes are recorded in batches: each turn of the loop writes all
  * outcomes collected so far with one UPDATE in one transaction.  An outcome
@@ -70,6 +68,7 @@
 #include "utils/snapmgr.h"
 
 #include "outbox.h"
+#include "tracking.h"
 
 /* Rows fetched by one table scan */
 #define SCAN_BATCH				1000
@@ -96,35 +95,6 @@
 /* Longest wait for in-flight requests at shutdown */
 #define SHUTDOWN_GRACE_MS		5000
 
-typedef enum TrackState
-{
-	TRACK_QUEUED,
-	TRACK_INFLIGHT,
-	TRACK_DONE
-} TrackState;
-
-typedef struct Tracked
-{
-	int64		id;
-	TrackState	state;
-	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
-	bool		probe;			/* INFLIGHT as the probe of an open circuit */
-	bool		gate_ok;		/* QUEUED with a key: first in its key */
-	TimestampTz started_at;		/* INFLIGHT */
-	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */
-	OutboxTarget *target;		/* QUEUED and INFLIGHT */
-	OutboxMessage *msg;			/* QUEUED and INFLIGHT */
-	char	   *body;			/* INFLIGHT */
-	dlist_node	node;			/* in its target's queue, or in done_list */
-} Tracked;
-
-/* Hash entry: Tracked lives apart, since curl holds pointers to it */
-typedef struct TrackedEntry
-{
-	int64		id;				/* hash key */
-	Tracked    *t;
-} TrackedEntry;
-
 typedef struct Outcome
 {
 	int64		id;
@@ -148,7 +118,6 @@ typedef struct Outcome
  * whatever one turn of the loop allocates, reset at the end of the turn.
  */
 MemoryContext outbox_dispatcher_context = NULL;
-static MemoryContext message_context;
 static MemoryContext scratch_context;	/* reset after each use */
 static MemoryContext turn_context;	/* reset after each turn of the loop */
 
@@ -164,8 +133,6 @@ static XLogRecPtr ring_covers = InvalidXLogRecPtr;
  * the slot's last saved position after a crash) are not sent again.
  */
 static XLogRecPtr started_at_lsn = InvalidXLogRecPtr;
-static HTAB *tracked;
-static dlist_head done_list = DLIST_STATIC_INIT(done_list);
 
 static Outcome *outcomes;
 static int	n_outcomes = 0;
@@ -245,32 +212,7 @@ make_array(Datum *elems, bool *nulls, int n, Oid type)
 											  typlen, typbyval, typalign));
 }
 
-/* ---- tracking ---- */
-
-static Tracked *
-find_tracked(int64 id)
-{
-	TrackedEntry *entry = hash_search(tracked, &id, HASH_FIND, NULL);
-
-	return entry ? entry->t : NULL;
-}
-
-static void
-free_tracked(Tracked *t)
-{
-	if (t->msg)
-		outbox_message_free(t->msg);
-	if (t->body)
-		pfree(t->body);
-	pfree(t);
-}
-
-static void
-untrack(Tracked *t)
-{
-	hash_search(tracked, &t->id, HASH_REMOVE, NULL);
-	free_tracked(t);
-}
+/* ---- queueing ---- */
 
 static void
 report_missing_target(const char *target);
@@ -312,30 +254,6 @@ secrets_usable(void)
 	return false;
 }
 
-/* The entry of a message about to be queued or sent; t: its DONE entry */
-static Tracked *
-tracked_entry(OutboxMessage *msg, XLogRecPtr forget_after,
-			  OutboxTarget *target, Tracked *t)
-{
-	if (t == NULL)
-	{
-		TrackedEntry *entry = hash_search(tracked, &msg->id, HASH_ENTER, NULL);
-
-		t = MemoryContextAllocZero(message_context, sizeof(Tracked));
-		t->id = msg->id;
-		entry->t = t;
-	}
-	else
-		dlist_delete(&t->node); /* from done_list */
-	t->forget_after = forget_after;
-	t->target = target;
-	t->msg = msg;
-	t->body = NULL;
-	t->probe = false;
-	t->gate_ok = false;
-	return t;
-}
-
 /*
  * Queue msg for sending; t is its DONE entry if it has one.  A message whose
  * target is not configured, or has an open circuit, is not queued: it waits
@@ -365,12 +283,12 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 		if (t != NULL)
 		{
 			dlist_delete(&t->node);
-			untrack(t);
+			outbox_untrack(t);
 		}
 		return NULL;
 	}
 
-	t = tracked_entry(msg, forget_after, target, t);
+	t = outbox_tracked_enter(msg, forget_after, target, t);
 	t->state = TRACK_QUEUED;
 	t->gate_ok = first_in_key;
 	if (msg->key && !first_in_key)
@@ -388,23 +306,6 @@ rescan(void)
 	scan_restart = true;
 }
 
-/* Drop the target's queue: its messages wait in the table */
-static void
-forget_queue(OutboxTarget *target)
-{
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &target->queue)
-	{
-		Tracked    *t = dlist_container(Tracked, node, iter.cur);
-
-		dlist_delete(&t->node);
-		untrack(t);
-	}
-	target->queued = 0;
-	target->overflowed = false;
-}
-
 /*
  * Forget everything: the extension was dropped or recreated, so ids no longer
  * mean what they meant.  Requests in flight finish, and are ignored.
@@ -412,55 +313,9 @@ forget_queue(OutboxTarget *target)
 static void
 forget_all(void)
 {
-	HASH_SEQ_STATUS status;
-	TrackedEntry *entry;
-	ListCell   *lc;
-
-	hash_seq_init(&status, tracked);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		Tracked    *t = entry->t;
-
-		hash_search(tracked, &entry->id, HASH_REMOVE, NULL);
-		if (t->state == TRACK_INFLIGHT)
-			t->orphaned = true; /* freed when its request completes */
-		else
-		{
-			if (t->state == TRACK_QUEUED)
-				t->target->queued--;
-			free_tracked(t);
-		}
-	}
-	foreach(lc, outbox_target_all())
-	{
-		OutboxTarget *target = lfirst(lc);
-
-		dlist_init(&target->queue);
-		target->queued = 0;
-	}
-	dlist_init(&done_list);
+	outbox_tracked_forget_all();
 	forget_outcomes();
 	rescan();
-}
-
-/*
- * Forget DONE messages the ring can no longer deliver again.  The list is
- * in the order the messages finished, which follows the order of the scans
- * that found them, so the sweep stops at the first one still needed: it
- * costs nothing per turn of the loop while a backlog drains.
- */
-static void
-sweep_done(void)
-{
-	while (!dlist_is_empty(&done_list))
-	{
-		Tracked    *t = dlist_head_element(Tracked, node, &done_list);
-
-		if (t->forget_after > ring_covers)
-			break;
-		dlist_delete(&t->node);
-		untrack(t);
-	}
 }
 
 /* ---- transactions ---- */
@@ -744,7 +599,7 @@ int32_column(HeapTuple tup, TupleDesc desc, int col)
 	return DatumGetInt32(SPI_getbinval(tup, desc, col, &isnull));
 }
 
-/* A row of MESSAGE_COLUMNS as an OutboxMessage, in message_context */
+/* A row of MESSAGE_COLUMNS as an OutboxMessage, in outbox_message_context */
 static OutboxMessage *
 message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
 {
@@ -769,7 +624,7 @@ message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
 
 	resetStringInfo(buf);
 	outbox_message_encode(buf, &row);
-	oldcxt = MemoryContextSwitchTo(message_context);
+	oldcxt = MemoryContextSwitchTo(outbox_message_context);
 	msg = outbox_message_decode(buf->data, buf->len);
 	MemoryContextSwitchTo(oldcxt);
 	return msg;
@@ -817,7 +672,7 @@ scan_table(void)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
-		Tracked    *t = find_tracked(id);
+		Tracked    *t = outbox_tracked_find(id);
 		char	   *key;
 
 		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc,
@@ -944,7 +799,7 @@ fetch_key_heads(void)
 		char	   *target = text_or_null(tup, desc, MC_TARGET);
 		char	   *key = text_or_null(tup, desc, MC_KEY);
 		bool		due = DatumGetBool(SPI_getbinval(tup, desc, MC_NEXT, &isnull));
-		Tracked    *t = find_tracked(id);
+		Tracked    *t = outbox_tracked_find(id);
 
 		/*
 		 * Whatever becomes of this message, the messages behind it may have
@@ -1127,7 +982,7 @@ request_done(OutboxHttpResult *r)
 	if (t->orphaned)
 	{
 		/* Its row went away with the extension */
-		free_tracked(t);
+		outbox_tracked_free(t);
 		return;
 	}
 	add_outcome(t, &v, r, now);
@@ -1156,24 +1011,17 @@ request_done(OutboxHttpResult *r)
 	}
 
 	if (!was_open && target->open)
-		forget_queue(target);	/* they wait in the table, spending nothing */
+	{
+		/* They wait in the table, spending nothing */
+		outbox_tracked_forget_queue(target);
+	}
 	else if (was_open && !target->open)
 	{
 		/* The target is back: everything due goes out at full speed */
 		rescan();
 	}
 
-	outbox_message_free(t->msg);
-	pfree(t->body);
-	t->msg = NULL;
-	t->body = NULL;
-	if (t->forget_after <= ring_covers)
-		untrack(t);
-	else
-	{
-		t->state = TRACK_DONE;
-		dlist_push_tail(&done_list, &t->node);
-	}
+	outbox_tracked_finished(t, ring_covers);
 }
 
 /* ---- sending ---- */
@@ -1274,12 +1122,12 @@ report_missing_target(const char *target)
 static void
 start_request(Tracked *t, bool probe)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(message_context);
+	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_message_context);
 	struct curl_slist *headers;
 	StringInfoData body;
 
 	/*
-	 * The body lives as long as the request, in message_context; what
+	 * The body lives as long as the request, in outbox_message_context; what
 	 * JsonbToCString allocates on the side (a copy of every key and string,
 	 * numbers as text) goes to scratch_context, or it would pile up.
 	 */
@@ -1347,7 +1195,7 @@ wait_for_key(Tracked *t)
 	dlist_delete(&t->node);
 	t->target->queued--;
 	outbox_key_wait(t->target->name, t->msg->key);
-	untrack(t);
+	outbox_untrack(t);
 }
 
 /* Is key in the list of keys (char *)? */
@@ -1436,7 +1284,7 @@ gate_keyed_messages(void)
 	for (int i = 0; i < n_gate; i++)
 	{
 		/* The transaction may have found the extension gone or recreated */
-		if (find_tracked(gate_ids[i]) != gate_candidates[i])
+		if (outbox_tracked_find(gate_ids[i]) != gate_candidates[i])
 			continue;
 		if (checked && gate_ok[i])
 			gate_candidates[i]->gate_ok = true;
@@ -1534,7 +1382,7 @@ ring_message_wanted(OutboxMessage *msg)
 		rescan();
 		return false;
 	}
-	return find_tracked(msg->id) == NULL && msg->commit_lsn >= started_at_lsn;
+	return outbox_tracked_find(msg->id) == NULL && msg->commit_lsn >= started_at_lsn;
 }
 
 /*
@@ -1559,7 +1407,7 @@ take_from_ring(StringInfo buf)
 
 		if (!outbox_ring_get(buf))
 			break;
-		oldcxt = MemoryContextSwitchTo(message_context);
+		oldcxt = MemoryContextSwitchTo(outbox_message_context);
 		msg = outbox_message_decode(buf->data, buf->len);
 		MemoryContextSwitchTo(oldcxt);
 		if (ring_message_wanted(msg))
@@ -1666,11 +1514,11 @@ find_probes(void)
 													  &isnull)));
 			continue;
 		}
-		t = find_tracked(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+		t = outbox_tracked_find(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
 													 MC_ID, &isnull)));
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;			/* still in flight from before the circuit opened */
-		t = tracked_entry(message_from_row(tup, SPI_tuptable->tupdesc, &buf),
+		t = outbox_tracked_enter(message_from_row(tup, SPI_tuptable->tupdesc, &buf),
 						  GetXLogInsertRecPtr(), target, t);
 		oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 		probes_to_send = lappend(probes_to_send, t);
@@ -1742,7 +1590,7 @@ reload_configuration(void)
 	if (secrets_problem_reported)
 		outbox_set_state(&outbox_shared->dispatcher, "delivering");
 	secrets_problem_reported = false;
-	outbox_targets_sync(forget_queue);
+	outbox_targets_sync(outbox_tracked_forget_queue);
 	/* New targets may have messages waiting */
 	rescan();
 }
@@ -1845,7 +1693,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		scan_wanted = true;
 
 	take_from_ring(ringbuf);
-	sweep_done();
+	outbox_tracked_sweep_done(ring_covers);
 
 	/* Keys to look up; the outcomes held are recorded first */
 	if (outbox_keys_next_lookup(&lookup_at) &&
@@ -1932,7 +1780,6 @@ next_timeout(void)
 void
 outbox_dispatcher_main(Datum main_arg)
 {
-	HASHCTL		ctl;
 	StringInfoData ringbuf;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -1971,9 +1818,6 @@ outbox_dispatcher_main(Datum main_arg)
 	outbox_dispatcher_context = AllocSetContextCreate(TopMemoryContext,
 													  "outbox dispatcher",
 													  ALLOCSET_DEFAULT_SIZES);
-	message_context = AllocSetContextCreate(outbox_dispatcher_context,
-											"outbox messages",
-											ALLOCSET_DEFAULT_SIZES);
 	scratch_context = AllocSetContextCreate(outbox_dispatcher_context,
 											"outbox scratch",
 											ALLOCSET_DEFAULT_SIZES);
@@ -1981,18 +1825,14 @@ outbox_dispatcher_main(Datum main_arg)
 										 "outbox loop turn",
 										 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(outbox_dispatcher_context);
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(TrackedEntry);
-	ctl.hcxt = outbox_dispatcher_context;
-	tracked = hash_create("outbox tracked messages", 4096, &ctl,
-						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	outbox_tracking_init();
 	max_outcomes = 64;
 	outcomes = MemoryContextAlloc(outbox_dispatcher_context,
 								  sizeof(Outcome) * max_outcomes);
 	initStringInfo(&ringbuf);
 	outbox_count(STAT_DISPATCHER_STARTS, 1);
 	started_at_lsn = GetXLogInsertRecPtr();
-	outbox_targets_sync(forget_queue);
+	outbox_targets_sync(outbox_tracked_forget_queue);
 	outbox_http_init();
 
 	for (;;)
