@@ -16,6 +16,7 @@ OBJS = \
 	src/shmem.o \
 	src/signature.o \
 	src/sql.o \
+	src/store.o \
 	src/tracking.o \
 	src/views.o
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)

@@ -68,6 +68,7 @@
 #include "utils/snapmgr.h"
 
 #include "outbox.h"
+#include "store.h"
 #include "tracking.h"
 
 /* Rows fetched by one table scan */
@@ -88,28 +89,11 @@
  */
 #define OUTCOME_LINGER_MS		20
 #define OUTCOME_BATCH			1000
-/* Rows removed by one retention pass, and how often passes run */
-#define PRUNE_BATCH				1000
+/* How often retention passes run (see outbox_store_prune()) */
 #define PRUNE_INTERVAL_MS		10000
 #define PRUNE_AGAIN_MS			200
 /* Longest wait for in-flight requests at shutdown */
 #define SHUTDOWN_GRACE_MS		5000
-
-typedef struct Outcome
-{
-	int64		id;
-	OutboxState state;
-	int32		attempts;
-	int32		probe_failures;
-	int32		status;			/* 0: none */
-	char	   *error;			/* NULL: none */
-	TimestampTz delivered_at;	/* 0: not delivered */
-	TimestampTz next_attempt_at;	/* 0: unchanged */
-	int32		attempt;		/* which attempt this was, 1-based */
-	bool		keyed;			/* the message has a key */
-	TimestampTz started_at;
-	TimestampTz finished_at;
-} Outcome;
 
 /*
  * Memory: outbox_dispatcher_context holds what lives as long as the
@@ -173,44 +157,10 @@ static TimestampTz restart_scan_at = 0; /* sweep from the start then */
 /* When to try again to fetch the next message of keys, after an error */
 static TimestampTz lookup_retry_at = 0;
 
-static SPIPlanPtr scan_plan = NULL;
-static SPIPlanPtr next_due_plan = NULL;
-static SPIPlanPtr key_head_plan = NULL;
-static SPIPlanPtr outcome_plan = NULL;
-static SPIPlanPtr probe_plan = NULL;
-static SPIPlanPtr prune_messages_plan = NULL;
-static SPIPlanPtr prune_attempts_plan = NULL;
-
 static TimestampTz next_prune_at = 0;
 
 /* Targets already reported as missing from outbox.targets */
 static List *reported_targets = NIL;
-
-static void
-free_plans(void)
-{
-	outbox_forget_plan(&scan_plan);
-	outbox_forget_plan(&next_due_plan);
-	outbox_forget_plan(&key_head_plan);
-	outbox_forget_plan(&outcome_plan);
-	outbox_forget_plan(&probe_plan);
-	outbox_forget_plan(&prune_messages_plan);
-	outbox_forget_plan(&prune_attempts_plan);
-}
-
-static Datum
-make_array(Datum *elems, bool *nulls, int n, Oid type)
-{
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, type,
-											  typlen, typbyval, typalign));
-}
 
 /* ---- queueing ---- */
 
@@ -406,7 +356,7 @@ check_extension_objects(void)
 					(errmsg("outbox dispatcher found outbox.messages made again in database \"%s\"; it forgets what it held of the old one",
 							outbox_shared->database)));
 		forget_all();
-		free_plans();
+		outbox_store_reset(relid);
 		outbox_keys_forget();
 		extension_oid = oid;
 		messages_relid = relid;
@@ -529,105 +479,26 @@ any_room(void)
  * to the rows that fit in every queue looked for, so that the scan cannot
  * overfill one and make the sweep start over.
  */
-static Datum
+static List *
 sendable_targets(int *limit)
 {
-	List	   *targets = outbox_target_all();
-	Datum	   *names = palloc(sizeof(Datum) * Max(list_length(targets), 1));
-	int			n = 0;
+	List	   *names = NIL;
 	ListCell   *lc;
 
 	*limit = SCAN_BATCH;
-	foreach(lc, targets)
+	foreach(lc, outbox_target_all())
 	{
 		OutboxTarget *target = lfirst(lc);
 
 		if (has_room(target))
 		{
-			names[n++] = CStringGetTextDatum(target->name);
+			names = lappend(names, target->name);
 			*limit = Min(*limit, TARGET_QUEUE_CAP - target->queued);
 		}
 		else if (!target->open)
 			target->overflowed = true;
 	}
-	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
-										   TYPALIGN_INT));
-}
-
-static char *
-text_or_null(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
-}
-
-static Jsonb *
-jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? NULL : DatumGetJsonbP(d);
-}
-
-/* The columns queries read a message by, and their numbers in a result */
-#define MESSAGE_COLUMNS \
-	"id, target, message_id, message_type, key, headers, payload, attempts," \
-	" next_attempt_at, probe_failures"
-typedef enum MessageColumn
-{
-	MC_ID = 1,
-	MC_TARGET,
-	MC_MESSAGE_ID,
-	MC_MESSAGE_TYPE,
-	MC_KEY,
-	MC_HEADERS,
-	MC_PAYLOAD,
-	MC_ATTEMPTS,
-	MC_NEXT_ATTEMPT_AT,
-	MC_PROBE_FAILURES,
-	MC_NEXT					/* the first column after them */
-} MessageColumn;
-
-static int32
-int32_column(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-
-	return DatumGetInt32(SPI_getbinval(tup, desc, col, &isnull));
-}
-
-/* A row of MESSAGE_COLUMNS as an OutboxMessage, in outbox_message_context */
-static OutboxMessage *
-message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
-{
-	bool		isnull;
-	MemoryContext oldcxt;
-	OutboxMessage row;
-	OutboxMessage *msg;
-
-	memset(&row, 0, sizeof(row));
-	row.id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
-	row.commit_lsn = InvalidXLogRecPtr;
-	row.relid = messages_relid;
-	row.xid = InvalidTransactionId;
-	row.attempts = int32_column(tup, desc, MC_ATTEMPTS);
-	row.probe_failures = int32_column(tup, desc, MC_PROBE_FAILURES);
-	row.target = text_or_null(tup, desc, MC_TARGET);
-	row.message_id = text_or_null(tup, desc, MC_MESSAGE_ID);
-	row.message_type = text_or_null(tup, desc, MC_MESSAGE_TYPE);
-	row.key = text_or_null(tup, desc, MC_KEY);
-	row.headers = jsonb_or_null(tup, desc, MC_HEADERS);
-	row.payload = jsonb_or_null(tup, desc, MC_PAYLOAD);
-
-	resetStringInfo(buf);
-	outbox_message_encode(buf, &row);
-	oldcxt = MemoryContextSwitchTo(outbox_message_context);
-	msg = outbox_message_decode(buf->data, buf->len);
-	MemoryContextSwitchTo(oldcxt);
-	return msg;
+	return names;
 }
 
 /*
@@ -637,101 +508,66 @@ message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
 static void
 scan_table(void)
 {
-	Oid			types[] = {TEXTARRAYOID, TIMESTAMPTZOID, INT8OID, INT4OID};
-	Datum		values[4];
+	List	   *targets;
 	XLogRecPtr	scan_lsn;
-	StringInfoData buf;
-	uint64		nrows;
+	MessageRow *rows;
+	int			nrows;
 	int			limit;
 
-	values[0] = sendable_targets(&limit);
-	values[1] = TimestampTzGetDatum(cursor_valid ? cursor_time : DT_NOBEGIN);
-	values[2] = Int64GetDatum(cursor_valid ? cursor_id : 0);
-	values[3] = Int32GetDatum(limit);
-	outbox_execute(&scan_plan,
-				   "SELECT " MESSAGE_COLUMNS
-				   "  FROM outbox.messages"
-				   " WHERE state = 'pending' AND next_attempt_at <= now()"
-				   "   AND target = ANY ($1)"
-				   "   AND (next_attempt_at, id) > ($2, $3)"
-				   " ORDER BY next_attempt_at, id"
-				   " LIMIT $4",
-				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+	targets = sendable_targets(&limit);
+	nrows = outbox_store_scan(targets, cursor_valid ? cursor_time : DT_NOBEGIN,
+							  cursor_valid ? cursor_id : 0, limit, &rows);
 
 	/*
 	 * Every row this scan saw was committed before this WAL position, so any
 	 * copy of it in the ring has been put there once the decoder passed it.
 	 */
 	scan_lsn = GetXLogInsertRecPtr();
-	nrows = SPI_processed;
-	initStringInfo(&buf);
 
-	for (uint64 i = 0; i < nrows; i++)
+	for (int i = 0; i < nrows; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
-		Tracked    *t = outbox_tracked_find(id);
-		char	   *key;
+		MessageRow *row = &rows[i];
+		Tracked    *t = outbox_tracked_find(row->id);
 
-		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc,
-														MC_NEXT_ATTEMPT_AT,
-														&isnull));
-		cursor_id = id;
+		cursor_time = row->next_attempt_at;
+		cursor_id = row->id;
 		cursor_valid = true;
 
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;
-		key = text_or_null(tup, desc, MC_KEY);
-		if (key != NULL)
+		if (row->key != NULL)
 		{
-			char	   *target = text_or_null(tup, desc, MC_TARGET);
-
 			/*
 			 * Another message of its key is in flight: it waits, and is
 			 * looked up when that one is finished.  The gate would say so
 			 * too, after building the message; a sweep from the start meets
 			 * many such.
 			 */
-			if (outbox_key_busy(target, key))
+			if (outbox_key_busy(row->target, row->key))
 			{
-				outbox_key_wait(target, key);
+				outbox_key_wait(row->target, row->key);
 				continue;
 			}
 		}
-		track(message_from_row(tup, desc, &buf), scan_lsn, t, false);
+		track(outbox_store_message(row, outbox_message_context), scan_lsn, t,
+			  false);
 		outbox_count(STAT_SCANNED, 1);
 	}
 
-	if (nrows < (uint64) limit)
+	if (nrows < limit)
 	{
 		/*
 		 * Reached the end: go on from here when the next row becomes due.
 		 * Rows due later than now() are ahead of the sweep's position,
 		 * which is at most now().
 		 */
-		Oid			due_types[] = {TEXTARRAYOID};
-		bool		isnull;
+		TimestampTz due;
 
 		scan_wanted = false;
-		outbox_execute(&next_due_plan,
-					   "SELECT min(next_attempt_at) FROM outbox.messages"
-					   " WHERE state = 'pending' AND next_attempt_at > now()"
-					   "   AND target = ANY ($1)",
-					   lengthof(due_types), due_types, values, NULL, true, 1,
-					   SPI_OK_SELECT);
 		next_scan_at = restart_scan_at;
-		if (SPI_processed == 1)
-		{
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull && DatumGetTimestampTz(d) < next_scan_at)
-				next_scan_at = DatumGetTimestampTz(d);
-		}
+		if (outbox_store_next_due(targets, &due) && due < next_scan_at)
+			next_scan_at = due;
 	}
-	pfree(buf.data);
 }
 
 /*
@@ -748,13 +584,10 @@ fetch_key_heads(void)
 {
 	/* The time now() gives, which decides whether a message is due */
 	List	   *lookups = outbox_keys_due(GetCurrentTransactionStartTimestamp());
-	Oid			types[] = {TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[2];
-	Datum	   *targets = palloc(sizeof(Datum) * list_length(lookups));
-	Datum	   *keys = palloc(sizeof(Datum) * list_length(lookups));
-	int			n = 0;
+	List	   *keys = NIL;
 	XLogRecPtr	scan_lsn;
-	StringInfoData buf;
+	MessageRow *rows;
+	int			nrows;
 	ListCell   *lc;
 
 	foreach(lc, lookups)
@@ -769,43 +602,26 @@ fetch_key_heads(void)
 		 */
 		if (target == NULL || target->open)
 			continue;
-		targets[n] = CStringGetTextDatum(k->target);
-		keys[n++] = CStringGetTextDatum(k->key);
+		keys = lappend(keys, k);
 	}
-	if (n == 0)
+	if (keys == NIL)
 		return;
 
-	values[0] = PointerGetDatum(construct_array(targets, n, TEXTOID, -1, false,
-												TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false,
-												TYPALIGN_INT));
-	outbox_execute(&key_head_plan,
-				   "SELECT m.*, m.next_attempt_at <= now()"
-				   "  FROM unnest($1, $2) AS k(target, key)"
-				   " CROSS JOIN LATERAL ("
-				   OUTBOX_KEY_HEAD(MESSAGE_COLUMNS, "k.target", "k.key") ") AS m",
-				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+	nrows = outbox_store_key_heads(keys, &rows);
 
 	/* As in scan_table(): a copy in the ring comes before this position */
 	scan_lsn = GetXLogInsertRecPtr();
-	initStringInfo(&buf);
 
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (int i = 0; i < nrows; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
-		char	   *target = text_or_null(tup, desc, MC_TARGET);
-		char	   *key = text_or_null(tup, desc, MC_KEY);
-		bool		due = DatumGetBool(SPI_getbinval(tup, desc, MC_NEXT, &isnull));
-		Tracked    *t = outbox_tracked_find(id);
+		MessageRow *row = &rows[i];
+		Tracked    *t = outbox_tracked_find(row->id);
 
 		/*
 		 * Whatever becomes of this message, the messages behind it may have
 		 * been refused: look up the key again when it is finished.
 		 */
-		outbox_key_wait(target, key);
+		outbox_key_wait(row->target, row->key);
 
 		if (t != NULL && t->state != TRACK_DONE)
 		{
@@ -814,20 +630,17 @@ fetch_key_heads(void)
 				t->gate_ok = true;
 			continue;
 		}
-		if (outbox_key_busy(target, key))
+		if (outbox_key_busy(row->target, row->key))
 			continue;			/* another message of the key is in flight */
-		if (!due)
+		if (!row->due)
 		{
-			outbox_key_lookup(target, key,
-							  DatumGetTimestampTz(SPI_getbinval(tup, desc,
-																MC_NEXT_ATTEMPT_AT,
-																&isnull)));
+			outbox_key_lookup(row->target, row->key, row->next_attempt_at);
 			continue;
 		}
-		if (track(message_from_row(tup, desc, &buf), scan_lsn, t, true))
+		if (track(outbox_store_message(row, outbox_message_context), scan_lsn,
+				  t, true))
 			outbox_count(STAT_SCANNED, 1);
 	}
-	pfree(buf.data);
 }
 
 /* ---- recording outcomes ---- */
@@ -835,17 +648,6 @@ fetch_key_heads(void)
 static void
 record_outcomes(void)
 {
-	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-		INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	INT4ARRAYOID};
-	Oid			elemtypes[] = {INT8OID, TEXTOID, INT4OID, INT4OID, TEXTOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, INT4OID};
-	Datum		values[lengthof(types)];
-	Datum	   *cols[lengthof(types)];
-	bool	   *nulls[lengthof(types)];
-
 	if (n_outcomes == 0)
 		return;
 
@@ -862,64 +664,7 @@ record_outcomes(void)
 			break;
 		}
 	}
-
-	for (int c = 0; c < lengthof(types); c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * n_outcomes);
-		nulls[c] = palloc0(sizeof(bool) * n_outcomes);
-	}
-	for (int i = 0; i < n_outcomes; i++)
-	{
-		Outcome    *o = &outcomes[i];
-
-		cols[0][i] = Int64GetDatum(o->id);
-		cols[1][i] = CStringGetTextDatum(outbox_state_name(o->state));
-		cols[2][i] = Int32GetDatum(o->attempts);
-		cols[3][i] = Int32GetDatum(o->status);
-		nulls[3][i] = (o->status == 0);
-		cols[4][i] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
-		nulls[4][i] = (o->error == NULL);
-		cols[5][i] = TimestampTzGetDatum(o->delivered_at);
-		nulls[5][i] = (o->delivered_at == 0);
-		cols[6][i] = TimestampTzGetDatum(o->next_attempt_at);
-		nulls[6][i] = (o->next_attempt_at == 0);
-		cols[7][i] = Int32GetDatum(o->attempt);
-		cols[8][i] = TimestampTzGetDatum(o->started_at);
-		cols[9][i] = TimestampTzGetDatum(o->finished_at);
-		cols[10][i] = Int32GetDatum(o->probe_failures);
-	}
-	for (int c = 0; c < lengthof(types); c++)
-		values[c] = make_array(cols[c], nulls[c], n_outcomes, elemtypes[c]);
-
-	/*
-	 * The messages' new state, and one outbox.attempts row per attempt.
-	 * "Not finished" rather than "pending": the plan is made once, and the
-	 * partial index of pending rows must not tempt it into reading them all
-	 * when a backlog makes them many.  The counts never go down, whatever
-	 * copy of a message an outcome comes from.
-	 */
-	outbox_execute(&outcome_plan,
-				   "WITH o AS ("
-				   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				   "                       $11)"
-				   "    AS o(id, state, attempts, status, error, delivered_at,"
-				   "         next_at, attempt, started_at, finished_at,"
-				   "         probe_failures)),"
-				   " a AS ("
-				   "  INSERT INTO outbox.attempts"
-				   "    (message, attempt, started_at, duration, status, error)"
-				   "  SELECT id, attempt, started_at, finished_at - started_at,"
-				   "         status, error FROM o)"
-				   "UPDATE outbox.messages AS m"
-				   "   SET state = o.state,"
-				   "       attempts = greatest(m.attempts, o.attempts),"
-				   "       probe_failures = greatest(m.probe_failures, o.probe_failures),"
-				   "       last_status = o.status, last_error = o.error,"
-				   "       delivered_at = o.delivered_at,"
-				   "       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
-				   "  FROM o"
-				   " WHERE m.id = o.id AND m.state NOT IN ('delivered', 'dead')",
-				   lengthof(types), types, values, NULL, false, 0, SPI_OK_UPDATE);
+	outbox_store_outcomes(outcomes, n_outcomes);
 }
 
 static void
@@ -1185,7 +930,7 @@ static int	n_gate = 0;
 static void
 check_gate(void)
 {
-	outbox_keys_gate(gate_ids, n_gate, gate_ok);
+	outbox_store_gate(gate_ids, n_gate, gate_ok);
 }
 
 /* Drop a queued message whose key must wait: it stays in the table */
@@ -1421,39 +1166,15 @@ take_from_ring(StringInfo buf)
 
 /* ---- retention ---- */
 
-/*
- * Remove one batch of delivered messages and of attempt rows older than
- * outbox.retention.  Small batches in short transactions hold no long locks
- * and let VACUUM reuse the space, so the tables level off.
- */
+/* One pass of retention (see outbox_store_prune()) */
 static void
 prune(void)
 {
-	Oid			types[] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(outbox_retention)};
-	uint64		removed;
-
-	outbox_execute(&prune_messages_plan,
-				   "DELETE FROM outbox.messages WHERE id IN ("
-				   "  SELECT id FROM outbox.messages"
-				   "   WHERE state = 'delivered'"
-				   "     AND delivered_at < now() - make_interval(secs => $1)"
-				   "   ORDER BY delivered_at LIMIT " CppAsString2(PRUNE_BATCH) ")",
-				   lengthof(types), types, values, NULL, false, 0,
-				   SPI_OK_DELETE);
-	removed = SPI_processed;
-	outbox_execute(&prune_attempts_plan,
-				   "DELETE FROM outbox.attempts WHERE ctid = ANY (ARRAY("
-				   "  SELECT ctid FROM outbox.attempts"
-				   "   WHERE started_at < now() - make_interval(secs => $1)"
-				   "   LIMIT " CppAsString2(PRUNE_BATCH) "))",
-				   lengthof(types), types, values, NULL, false, 0,
-				   SPI_OK_DELETE);
-	removed = Max(removed, SPI_processed);
+	bool		full = outbox_store_prune(outbox_retention);
 
 	/* A full batch means there is more: come back soon */
 	next_prune_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												removed == PRUNE_BATCH ?
+												full ?
 												PRUNE_AGAIN_MS : PRUNE_INTERVAL_MS);
 }
 
@@ -1471,55 +1192,29 @@ static List *probes_to_send = NIL;
 static void
 find_probes(void)
 {
-	Oid			types[] = {TEXTOID};
-	StringInfoData buf;
 	ListCell   *lc;
 
-	initStringInfo(&buf);
 	foreach(lc, probe_targets)
 	{
 		OutboxTarget *target = lfirst(lc);
-		Datum		values[1];
-		HeapTuple	tup;
-		bool		isnull;
+		MessageRow	row;
 		Tracked    *t;
 		MemoryContext oldcxt;
 
-		values[0] = CStringGetTextDatum(target->name);
-		/*
-		 * A message with a key may probe only if it is the first pending
-		 * message of its key: a probe that succeeds is a delivery, and after
-		 * a failed probe the next one takes another message.
-		 */
-		outbox_execute(&probe_plan,
-					   "SELECT " MESSAGE_COLUMNS ", next_attempt_at <= now()"
-					   "  FROM outbox.messages m"
-					   " WHERE state = 'pending' AND target = $1"
-					   "   AND (key IS NULL OR id = ("
-					   OUTBOX_KEY_HEAD("id", "m.target", "m.key") "))"
-					   " ORDER BY next_attempt_at, id LIMIT 1",
-					   lengthof(types), types, values, NULL, true, 1,
-					   SPI_OK_SELECT);
-		if (SPI_processed == 0)
+		if (!outbox_store_probe(target->name, &row))
 			continue;			/* nothing to probe with */
-		tup = SPI_tuptable->vals[0];
-		if (!DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, MC_NEXT,
-										&isnull)))
+		if (!row.due)
 		{
 			/* Probe when the first message is due, or a new one may be */
-			target->probe_at =
-				Min(target->probe_at,
-					DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-													  MC_NEXT_ATTEMPT_AT,
-													  &isnull)));
+			target->probe_at = Min(target->probe_at, row.next_attempt_at);
 			continue;
 		}
-		t = outbox_tracked_find(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-													 MC_ID, &isnull)));
+		t = outbox_tracked_find(row.id);
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;			/* still in flight from before the circuit opened */
-		t = outbox_tracked_enter(message_from_row(tup, SPI_tuptable->tupdesc, &buf),
-						  GetXLogInsertRecPtr(), target, t);
+		t = outbox_tracked_enter(outbox_store_message(&row,
+													  outbox_message_context),
+								 GetXLogInsertRecPtr(), target, t);
 		oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 		probes_to_send = lappend(probes_to_send, t);
 		MemoryContextSwitchTo(oldcxt);

@@ -358,7 +358,6 @@ extern List *outbox_keys_due(TimestampTz now);
 extern bool outbox_keys_next_lookup(TimestampTz *at);
 extern void outbox_keys_looked_up(void);
 extern void outbox_keys_forget(void);
-extern void outbox_keys_gate(int64 *ids, int n, bool *ok);
 
 /* ---- signature.c ---- */
 
