@@ -10,6 +10,7 @@ OBJS = \
 	src/http.o \
 	src/message.o \
 	src/ordering.o \
+	src/outcomes.o \
 	src/outbox.o \
 	src/plugin.o \
 	src/policy.o \

@@ -68,6 +68,7 @@
 #include "utils/snapmgr.h"
 
 #include "outbox.h"
+#include "outcomes.h"
 #include "store.h"
 #include "tracking.h"
 
@@ -81,14 +82,6 @@
 #define EXTENSION_CHECK_MS		1000
 /* Pause after a failed transaction before trying again */
 #define ERROR_BACKOFF_MS		1000
-/*
- * Outcomes wait this long, or until this many are held, to be recorded
- * together: one statement and one commit for many deliveries.  Every other
- * transaction of the dispatcher records them first, so no scan ever sees a
- * row as pending after it was sent.
- */
-#define OUTCOME_LINGER_MS		20
-#define OUTCOME_BATCH			1000
 /* How often retention passes run (see outbox_store_prune()) */
 #define PRUNE_INTERVAL_MS		10000
 #define PRUNE_AGAIN_MS			200
@@ -118,10 +111,6 @@ static XLogRecPtr ring_covers = InvalidXLogRecPtr;
  */
 static XLogRecPtr started_at_lsn = InvalidXLogRecPtr;
 
-static Outcome *outcomes;
-static int	n_outcomes = 0;
-static int	max_outcomes = 0;
-static TimestampTz outcomes_flush_at = 0;	/* when to record them */
 
 static bool extension_ready = false;
 static Oid	extension_oid = InvalidOid;
@@ -166,16 +155,6 @@ static List *reported_targets = NIL;
 
 static void
 report_missing_target(const char *target);
-
-/* Drop the outcomes held: recorded, or their rows went away */
-static void
-forget_outcomes(void)
-{
-	for (int i = 0; i < n_outcomes; i++)
-		if (outcomes[i].error)
-			pfree(outcomes[i].error);
-	n_outcomes = 0;
-}
 
 static bool secrets_problem_reported = false;
 
@@ -264,13 +243,11 @@ static void
 forget_all(void)
 {
 	outbox_tracked_forget_all();
-	forget_outcomes();
+	outbox_outcomes_forget();
 	rescan();
 }
 
 /* ---- transactions ---- */
-
-static void record_outcomes(void);
 
 /* The extension's state, for the decoder and for check_extension() */
 static OutboxExtensionState extension_state = OUTBOX_EXTENSION_UNKNOWN;
@@ -396,10 +373,10 @@ run_in_transaction(void (*fn) (void), const char *activity)
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			PushActiveSnapshot(GetTransactionSnapshot());
-			if (n_outcomes > 0)
+			if (outbox_outcomes_held() > 0)
 			{
 				/* fn must see them: a new command, a new snapshot */
-				record_outcomes();
+				outbox_outcomes_record();
 				PopActiveSnapshot();
 				CommandCounterIncrement();
 				PushActiveSnapshot(GetTransactionSnapshot());
@@ -410,7 +387,7 @@ run_in_transaction(void (*fn) (void), const char *activity)
 		}
 		CommitTransactionCommand();
 		if (extension_ready)
-			forget_outcomes();
+			outbox_outcomes_forget();
 		else
 			ok = false;			/* fn did not run */
 
@@ -646,71 +623,13 @@ fetch_key_heads(void)
 /* ---- recording outcomes ---- */
 
 static void
-record_outcomes(void)
-{
-	if (n_outcomes == 0)
-		return;
-
-	/*
-	 * Outcomes are committed asynchronously (see outbox_dispatcher_main),
-	 * except those that let the next message of a key go: a crash must not
-	 * make message n pending again after message n+1 was sent.
-	 */
-	for (int i = 0; i < n_outcomes; i++)
-	{
-		if (outcomes[i].keyed)
-		{
-			ForceSyncCommit();
-			break;
-		}
-	}
-	outbox_store_outcomes(outcomes, n_outcomes);
-}
-
-static void
 flush_outcomes(void)
 {
-	if (n_outcomes == 0)
+	if (outbox_outcomes_held() == 0)
 		return;
 	if (!run_in_transaction(noop, "record delivery outcomes"))
-		outcomes_flush_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														ERROR_BACKOFF_MS);
-}
-
-static void
-add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
-{
-	Outcome    *o;
-	bool		delivered = (v->state == OUTBOX_DELIVERED);
-
-	if (n_outcomes == max_outcomes)
-	{
-		max_outcomes = Max(64, max_outcomes * 2);
-		outcomes = repalloc(outcomes, sizeof(Outcome) * max_outcomes);
-	}
-	if (n_outcomes == 0)
-		outcomes_flush_at = TimestampTzPlusMilliseconds(now, OUTCOME_LINGER_MS);
-	o = &outcomes[n_outcomes++];
-	o->id = t->id;
-	o->attempt = t->msg->attempts + 1;
-	o->keyed = (t->msg->key != NULL);
-	o->started_at = t->started_at;
-	o->finished_at = now;
-	o->state = v->state;
-	o->attempts = v->attempts;
-	o->probe_failures = v->probe_failures;
-	o->status = r->transport_error ? 0 : (int32) r->status;
-	o->error = delivered ? NULL :
-		MemoryContextStrdup(outbox_dispatcher_context, r->error);
-	o->delivered_at = delivered ? now : 0;
-	o->next_attempt_at = v->next_attempt_at;
-	if (v->next_attempt_at != 0 &&
-		(v->next_attempt_at < next_scan_at || next_scan_at == 0))
-		next_scan_at = v->next_attempt_at;
-
-	/* The next message of a key waits for this one's durable outcome */
-	if (o->keyed || n_outcomes >= OUTCOME_BATCH)
-		outcomes_flush_at = Min(outcomes_flush_at, now);
+		outbox_outcomes_postpone(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 ERROR_BACKOFF_MS));
 }
 
 static void
@@ -730,7 +649,11 @@ request_done(OutboxHttpResult *r)
 		outbox_tracked_free(t);
 		return;
 	}
-	add_outcome(t, &v, r, now);
+	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now);
+	/* Sweep on when the retry is due, if that is sooner */
+	if (v.next_attempt_at != 0 &&
+		(v.next_attempt_at < next_scan_at || next_scan_at == 0))
+		next_scan_at = v.next_attempt_at;
 
 	if (t->msg->key)
 	{
@@ -1401,7 +1324,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	}
 
 	/* A scan records the outcomes held first; else they wait a little */
-	if (n_outcomes > 0 && now >= outcomes_flush_at)
+	if (outbox_outcomes_held() > 0 && now >= outbox_outcomes_flush_at())
 		flush_outcomes();
 	if (scan_wanted && any_room())
 	{
@@ -1467,8 +1390,8 @@ next_timeout(void)
 		next = probe;
 	if (next_prune_at < next)
 		next = next_prune_at;
-	if (n_outcomes > 0 && outcomes_flush_at < next)
-		next = outcomes_flush_at;
+	if (outbox_outcomes_held() > 0 && outbox_outcomes_flush_at() < next)
+		next = outbox_outcomes_flush_at();
 	return Max(0, TimestampDifferenceMilliseconds(now, next));
 }
 
@@ -1521,9 +1444,6 @@ outbox_dispatcher_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(outbox_dispatcher_context);
 	outbox_tracking_init();
-	max_outcomes = 64;
-	outcomes = MemoryContextAlloc(outbox_dispatcher_context,
-								  sizeof(Outcome) * max_outcomes);
 	initStringInfo(&ringbuf);
 	outbox_count(STAT_DISPATCHER_STARTS, 1);
 	started_at_lsn = GetXLogInsertRecPtr();
