@@ -14,6 +14,7 @@ OBJS = \
 	src/outbox.o \
 	src/plugin.o \
 	src/policy.o \
+	src/request.o \
 	src/shmem.o \
 	src/signature.o \
 	src/sql.o \

@@ -36,7 +36,6 @@
 #include "postgres.h"
 
 #include <math.h>
-#include <curl/curl.h>
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -69,6 +68,7 @@
 
 #include "outbox.h"
 #include "outcomes.h"
+#include "request.h"
 #include "store.h"
 #include "tracking.h"
 
@@ -95,7 +95,6 @@
  * whatever one turn of the loop allocates, reset at the end of the turn.
  */
 MemoryContext outbox_dispatcher_context = NULL;
-static MemoryContext scratch_context;	/* reset after each use */
 static MemoryContext turn_context;	/* reset after each turn of the loop */
 
 /*
@@ -154,7 +153,25 @@ static List *reported_targets = NIL;
 /* ---- queueing ---- */
 
 static void
-report_missing_target(const char *target);
+report_missing_target(const char *target)
+{
+	MemoryContext oldcxt;
+	ListCell   *lc;
+
+	foreach(lc, reported_targets)
+	{
+		if (strcmp((char *) lfirst(lc), target) == 0)
+			return;
+	}
+	ereport(LOG,
+			(errmsg("outbox target \"%s\" is not configured; its messages wait",
+					target),
+			 errhint("Add %s=<url> to outbox.targets and reload the configuration.",
+					 target)));
+	oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
+	reported_targets = lappend(reported_targets, pstrdup(target));
+	MemoryContextSwitchTo(oldcxt);
+}
 
 static bool secrets_problem_reported = false;
 
@@ -692,130 +709,6 @@ request_done(OutboxHttpResult *r)
 	outbox_tracked_finished(t, ring_covers);
 }
 
-/* ---- sending ---- */
-
-typedef struct HeaderBuild
-{
-	struct curl_slist *list;
-	StringInfo	line;
-} HeaderBuild;
-
-static void
-add_header_line(HeaderBuild *hb, const char *name, const char *value)
-{
-	resetStringInfo(hb->line);
-	appendStringInfo(hb->line, "%s: %s", name, value);
-	hb->list = curl_slist_append(hb->list, hb->line->data);
-}
-
-static void
-add_custom_header(const char *name, int name_len, const JsonbValue *value,
-				  void *arg)
-{
-	HeaderBuild *hb = arg;
-
-	/* Enqueue refused bad headers; rows written by hand are filtered here */
-	if (value->type != jbvString ||
-		outbox_header_problem(name, name_len, value->val.string.val,
-							  value->val.string.len) != NULL)
-		return;
-	resetStringInfo(hb->line);
-	if (value->val.string.len == 0)
-	{
-		/* For libcurl "Name:" removes a header; "Name;" sends it empty */
-		appendStringInfo(hb->line, "%.*s;", name_len, name);
-	}
-	else
-		appendStringInfo(hb->line, "%.*s: %.*s", name_len, name,
-						 value->val.string.len, value->val.string.val);
-	hb->list = curl_slist_append(hb->list, hb->line->data);
-}
-
-static struct curl_slist *
-build_headers(OutboxMessage *msg, const char *body)
-{
-	StringInfoData line;
-	HeaderBuild hb = {NULL, &line};
-	char		number[32];
-	char		timestamp[32];
-	char	   *webhook_id = outbox_webhook_id(msg->id, msg->message_id);
-	List	   *keys;
-	const char *problem;
-	char	   *signature;
-
-	initStringInfo(&line);
-	add_header_line(&hb, "Content-Type", "application/json");
-	/* Never wait for "100 Continue" before sending the body */
-	hb.list = curl_slist_append(hb.list, "Expect:");
-	add_header_line(&hb, "webhook-id", webhook_id);
-	snprintf(timestamp, sizeof(timestamp), "%lld", (long long) time(NULL));
-	add_header_line(&hb, "webhook-timestamp", timestamp);
-	if (outbox_target_secrets(msg->target, &keys, &problem) && keys != NIL)
-	{
-		signature = outbox_signature(keys, webhook_id, timestamp, body,
-									 strlen(body));
-		add_header_line(&hb, "webhook-signature", signature);
-	}
-	snprintf(number, sizeof(number), "%d", msg->attempts + 1);
-	add_header_line(&hb, "outbox-attempt", number);
-	if (msg->message_type)
-		add_header_line(&hb, "outbox-type", msg->message_type);
-	if (msg->key)
-		add_header_line(&hb, "outbox-key", msg->key);
-	outbox_headers_walk(msg->headers, add_custom_header, &hb);
-	return hb.list;
-}
-
-static void
-report_missing_target(const char *target)
-{
-	MemoryContext oldcxt;
-	ListCell   *lc;
-
-	foreach(lc, reported_targets)
-	{
-		if (strcmp((char *) lfirst(lc), target) == 0)
-			return;
-	}
-	ereport(LOG,
-			(errmsg("outbox target \"%s\" is not configured; its messages wait",
-					target),
-			 errhint("Add %s=<url> to outbox.targets and reload the configuration.",
-					 target)));
-	oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
-	reported_targets = lappend(reported_targets, pstrdup(target));
-	MemoryContextSwitchTo(oldcxt);
-}
-
-static void
-start_request(Tracked *t, bool probe)
-{
-	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_message_context);
-	struct curl_slist *headers;
-	StringInfoData body;
-
-	/*
-	 * The body lives as long as the request, in outbox_message_context; what
-	 * JsonbToCString allocates on the side (a copy of every key and string,
-	 * numbers as text) goes to scratch_context, or it would pile up.
-	 */
-	initStringInfo(&body);
-	MemoryContextSwitchTo(scratch_context);
-	t->body = JsonbToCString(&body, &t->msg->payload->root,
-							 VARSIZE(t->msg->payload));
-	t->state = TRACK_INFLIGHT;
-	t->probe = probe;
-	t->started_at = GetCurrentTimestamp();
-	headers = build_headers(t->msg, t->body);
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(scratch_context);
-	outbox_http_start(t, outbox_target_url(t->target->name), t->body,
-					  strlen(t->body), headers);
-	outbox_target_sent(t->target, probe);
-	if (t->msg->key)
-		outbox_key_started(t->target->name, t->msg->key);
-}
-
 /* ---- commit visibility ---- */
 
 /* Some message waits for its transaction to become visible */
@@ -1005,7 +898,7 @@ start_requests(void)
 			{
 				dlist_delete(&t->node);
 				target->queued--;
-				start_request(t, false);
+				outbox_request_start(t, false);
 				started = true;
 			}
 			if (target->overflowed && has_room(target))
@@ -1172,7 +1065,7 @@ send_probes(void)
 
 	run_in_transaction(find_probes, "find probe messages");
 	foreach(lc, probes_to_send)
-		start_request((Tracked *) lfirst(lc), true);
+		outbox_request_start((Tracked *) lfirst(lc), true);
 	list_free(probes_to_send);
 	probes_to_send = NIL;
 	list_free(probe_targets);
@@ -1436,9 +1329,6 @@ outbox_dispatcher_main(Datum main_arg)
 	outbox_dispatcher_context = AllocSetContextCreate(TopMemoryContext,
 													  "outbox dispatcher",
 													  ALLOCSET_DEFAULT_SIZES);
-	scratch_context = AllocSetContextCreate(outbox_dispatcher_context,
-											"outbox scratch",
-											ALLOCSET_DEFAULT_SIZES);
 	turn_context = AllocSetContextCreate(outbox_dispatcher_context,
 										 "outbox loop turn",
 										 ALLOCSET_DEFAULT_SIZES);
