@@ -365,7 +365,7 @@ check_extension_objects(void)
 }
 
 /*
- * Run fn inside a transaction with SPI connected, after recording the
+ * Run fn(arg) inside a transaction with SPI connected, after recording the
  * outcomes held so far, so that fn never reads a row we sent as still
  * pending.  An ERROR is reported, the transaction is aborted and false
  * returned: the caller retries later, and nothing it holds is lost (the
@@ -374,7 +374,7 @@ check_extension_objects(void)
  * fn is not run and false is returned too.
  */
 static bool
-run_in_transaction(void (*fn) (void), const char *activity)
+run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		ok = true;
@@ -398,7 +398,7 @@ run_in_transaction(void (*fn) (void), const char *activity)
 				CommandCounterIncrement();
 				PushActiveSnapshot(GetTransactionSnapshot());
 			}
-			fn();
+			fn(arg);
 			PopActiveSnapshot();
 			SPI_finish();
 		}
@@ -437,7 +437,7 @@ run_in_transaction(void (*fn) (void), const char *activity)
 }
 
 static void
-noop(void)
+noop(void *arg)
 {
 }
 
@@ -500,7 +500,7 @@ sendable_targets(int *limit)
  * those not already held.
  */
 static void
-scan_table(void)
+scan_table(void *arg)
 {
 	List	   *targets;
 	XLogRecPtr	scan_lsn;
@@ -574,7 +574,7 @@ scan_table(void)
  * again when it is.
  */
 static void
-fetch_key_heads(void)
+fetch_key_heads(void *arg)
 {
 	/* The time now() gives, which decides whether a message is due */
 	List	   *lookups = outbox_keys_due(GetCurrentTransactionStartTimestamp());
@@ -644,7 +644,7 @@ flush_outcomes(void)
 {
 	if (outbox_outcomes_held() == 0)
 		return;
-	if (!run_in_transaction(noop, "record delivery outcomes"))
+	if (!run_in_transaction(noop, NULL, "record delivery outcomes"))
 		outbox_outcomes_postpone(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 															 ERROR_BACKOFF_MS));
 }
@@ -738,15 +738,21 @@ committed_visibly(OutboxMessage *msg)
 
 #define GATE_BATCH	1000
 
-static Tracked *gate_candidates[GATE_BATCH];
-static int64 gate_ids[GATE_BATCH];
-static bool gate_ok[GATE_BATCH];
-static int	n_gate = 0;
+/* Queued keyed messages for the table to say whether they may go */
+typedef struct GateBatch
+{
+	int			n;
+	Tracked    *candidates[GATE_BATCH];
+	int64		ids[GATE_BATCH];
+	bool		ok[GATE_BATCH];
+} GateBatch;
 
 static void
-check_gate(void)
+check_gate(void *arg)
 {
-	outbox_store_gate(gate_ids, n_gate, gate_ok);
+	GateBatch  *batch = arg;
+
+	outbox_store_gate(batch->ids, batch->n, batch->ok);
 }
 
 /* Drop a queued message whose key must wait: it stays in the table */
@@ -786,6 +792,7 @@ key_listed(List *keys, const char *key)
 static void
 gate_keyed_messages(void)
 {
+	static GateBatch batch;		/* static: some 17 kB */
 	ListCell   *lc;
 	bool		checked;
 
@@ -794,7 +801,7 @@ gate_keyed_messages(void)
 		return;
 	gate_needed = false;
 
-	n_gate = 0;
+	batch.n = 0;
 	foreach(lc, outbox_target_all())
 	{
 		OutboxTarget *target = lfirst(lc);
@@ -817,20 +824,21 @@ gate_keyed_messages(void)
 			}
 			if (outbox_key_busy(target->name, t->msg->key))
 				wait_for_key(t);
-			else if (n_gate < GATE_BATCH)
+			else if (batch.n < GATE_BATCH)
 			{
-				gate_candidates[n_gate] = t;
-				gate_ids[n_gate++] = t->id;
+				batch.candidates[batch.n] = t;
+				batch.ids[batch.n++] = t->id;
 			}
 			else
 				gate_needed = true; /* the rest next turn */
 		}
 		list_free(held_keys);
 	}
-	if (n_gate == 0)
+	if (batch.n == 0)
 		return;
 
-	checked = run_in_transaction(check_gate, "check the order of keyed messages");
+	checked = run_in_transaction(check_gate, &batch,
+								 "check the order of keyed messages");
 	if (!checked)
 	{
 		/*
@@ -842,15 +850,15 @@ gate_keyed_messages(void)
 							  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  ERROR_BACKOFF_MS));
 	}
-	for (int i = 0; i < n_gate; i++)
+	for (int i = 0; i < batch.n; i++)
 	{
 		/* The transaction may have found the extension gone or recreated */
-		if (outbox_tracked_find(gate_ids[i]) != gate_candidates[i])
+		if (outbox_tracked_find(batch.ids[i]) != batch.candidates[i])
 			continue;
-		if (checked && gate_ok[i])
-			gate_candidates[i]->gate_ok = true;
+		if (checked && batch.ok[i])
+			batch.candidates[i]->gate_ok = true;
 		else
-			wait_for_key(gate_candidates[i]);
+			wait_for_key(batch.candidates[i]);
 	}
 }
 
@@ -984,7 +992,7 @@ take_from_ring(StringInfo buf)
 
 /* One pass of retention (see outbox_store_prune()) */
 static void
-prune(void)
+prune(void *arg)
 {
 	bool		full = outbox_store_prune(outbox_retention);
 
@@ -996,21 +1004,26 @@ prune(void)
 
 /* ---- probes ---- */
 
-static List *probe_targets = NIL;	/* open circuits whose probe is due */
-static List *probes_to_send = NIL;
+/* What find_probes() looks for, and what it finds */
+typedef struct ProbeSearch
+{
+	List	   *targets;		/* open circuits whose probe is due */
+	List	   *found;			/* Tracked entries to send as probes */
+} ProbeSearch;
 
 /*
- * For each target in probe_targets, fetch its oldest due message to send as
+ * For each target in search->targets, fetch its oldest due message to send as
  * the probe.  Only a due one: a probe that succeeds is a delivery, and
  * nothing is sent before its time (outbox_send's deliver_at, a retry's
  * backoff).  If the first message is not due yet, the probe waits for it.
  */
 static void
-find_probes(void)
+find_probes(void *arg)
 {
+	ProbeSearch *search = arg;
 	ListCell   *lc;
 
-	foreach(lc, probe_targets)
+	foreach(lc, search->targets)
 	{
 		OutboxTarget *target = lfirst(lc);
 		MessageRow	row;
@@ -1032,7 +1045,7 @@ find_probes(void)
 													  outbox_message_context),
 								 GetXLogInsertRecPtr(), target, t);
 		oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
-		probes_to_send = lappend(probes_to_send, t);
+		search->found = lappend(search->found, t);
 		MemoryContextSwitchTo(oldcxt);
 	}
 }
@@ -1046,6 +1059,7 @@ static void
 send_probes(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	ProbeSearch search = {NIL, NIL};
 	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	ListCell   *lc;
 
@@ -1056,20 +1070,18 @@ send_probes(void)
 		if (target->open && !target->probing && now >= target->probe_at)
 		{
 			target->probe_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
-			probe_targets = lappend(probe_targets, target);
+			search.targets = lappend(search.targets, target);
 		}
 	}
 	MemoryContextSwitchTo(oldcxt);
-	if (probe_targets == NIL)
+	if (search.targets == NIL)
 		return;
 
-	run_in_transaction(find_probes, "find probe messages");
-	foreach(lc, probes_to_send)
+	run_in_transaction(find_probes, &search, "find probe messages");
+	foreach(lc, search.found)
 		outbox_request_start((Tracked *) lfirst(lc), true);
-	list_free(probes_to_send);
-	probes_to_send = NIL;
-	list_free(probe_targets);
-	probe_targets = NIL;
+	list_free(search.found);
+	list_free(search.targets);
 }
 
 static TimestampTz
@@ -1151,7 +1163,7 @@ check_extension(bool scan_requested)
 
 	if (now < next_check && !scan_requested)
 		return;
-	run_in_transaction(noop, "check for the extension");
+	run_in_transaction(noop, NULL, "check for the extension");
 	next_check = TimestampTzPlusMilliseconds(now, EXTENSION_CHECK_MS);
 	if (extension_state == logged)
 		return;
@@ -1210,7 +1222,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	if (outbox_keys_next_lookup(&lookup_at) &&
 		now >= Max(lookup_at, lookup_retry_at))
 	{
-		if (run_in_transaction(fetch_key_heads, "fetch the next message of keys"))
+		if (run_in_transaction(fetch_key_heads, NULL, "fetch the next message of keys"))
 			outbox_keys_looked_up();
 		else
 			lookup_retry_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
@@ -1228,7 +1240,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 			scan_restart = false;
 			restart_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
 		}
-		if (!run_in_transaction(scan_table, "scan outbox.messages"))
+		if (!run_in_transaction(scan_table, NULL, "scan outbox.messages"))
 		{
 			scan_wanted = false;
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
@@ -1245,7 +1257,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		send_probes();
 	if (extension_ready && now >= next_prune_at)
 	{
-		if (!run_in_transaction(prune, "remove old delivered messages"))
+		if (!run_in_transaction(prune, NULL, "remove old delivered messages"))
 			next_prune_at = TimestampTzPlusMilliseconds(now, PRUNE_INTERVAL_MS);
 	}
 }
