@@ -14,9 +14,10 @@
  * are kept until the decoder has passed the WAL position of the scan that
  * found them (ring_covers).
  *
- * Outcomes are recorded in batches: each turn of the loop writes all
- * outcomes collected so far with one UPDATE in one transaction.  An outcome
- * is only ever recorded after its HTTP response (at-least-once).
+ * Outcomes are recorded in batches (see outcomes.c): each turn of the loop
+ * writes all outcomes collected so far with one UPDATE in one transaction,
+ * and every transaction records them before anything else it does.  An
+ * outcome is only ever recorded after its HTTP response (at-least-once).
  *
  * Table scans sweep the due rows in (next_attempt_at, id) order with a
  * keyset cursor, and a sweep does not go back to the start when it reaches
@@ -31,11 +32,33 @@
  * full queue, an open circuit, a reload, a failed gate check) makes it
  * start over, as it does every SAFETY_SCAN_MS as a safety net.
  *
+ * This file is the event loop and what decides: startup, signals, reload
+ * and shutdown, the checks of the extension, run_in_transaction(), and one
+ * turn of the loop (take from the ring, look up keys, scan, gate, start
+ * requests, probe, prune) with how long to sleep after it.  The rest is
+ * behind headers of its own: every query on the tables in store.c, the
+ * tracked messages in tracking.c, the outcomes held in outcomes.c, the
+ * building of a request in request.c, the failure policy in policy.c and
+ * the per-key bookkeeping in ordering.c.  Two pieces that read like other
+ * files' business stay here.  The per-key gate's walk of the queues
+ * (gate_keyed_messages()) decides, as start_requests() does, which queued
+ * message may go, and both depend on commit visibility
+ * (committed_visibly()); ordering.c keeps only the state of keys, which
+ * knows nothing of queues.  The probes of open circuits (find_probes(),
+ * send_probes()) take a message from the table, track it and start its
+ * request, all of which is the dispatcher's; policy.c only says when a
+ * probe is due and what its result means, and runs no SQL.
+ *
+ * Memory: one turn of the loop runs in turn_context, which is reset at the
+ * start of the next turn, and a transaction's work in the SPI context,
+ * gone at its end.  Anything that must live across turns (or past the
+ * transaction that made it) goes in outbox_dispatcher_context or one of
+ * its long-lived children, never in CurrentMemoryContext.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <math.h>
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -44,25 +67,19 @@
 #include "access/xlog.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "lib/ilist.h"
 #include "nodes/makefuncs.h"
 #include "catalog/pg_extension.h"
-#include "catalog/pg_type_d.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
-#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/procarray.h"
-#include "tcop/tcopprot.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -91,8 +108,9 @@
 /*
  * Memory: outbox_dispatcher_context holds what lives as long as the
  * process (tracking, key and target state, outcomes held); its children
- * hold the messages being handled, scratch space reset after each use, and
- * whatever one turn of the loop allocates, reset at the end of the turn.
+ * hold the messages being handled (outbox_message_context, tracking.c),
+ * scratch space reset after each use (request.c), and whatever one turn of
+ * the loop allocates, reset at the end of the turn.
  */
 MemoryContext outbox_dispatcher_context = NULL;
 static MemoryContext turn_context;	/* reset after each turn of the loop */
@@ -109,7 +127,6 @@ static XLogRecPtr ring_covers = InvalidXLogRecPtr;
  * the slot's last saved position after a crash) are not sent again.
  */
 static XLogRecPtr started_at_lsn = InvalidXLogRecPtr;
-
 
 static bool extension_ready = false;
 static Oid	extension_oid = InvalidOid;

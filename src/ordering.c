@@ -25,15 +25,17 @@
  * the retry does not wait behind newer messages for a scan to reach it,
  * holding up its key meanwhile.
  *
+ * This file keeps the state of keys only.  The table check is a query in
+ * store.c (outbox_store_gate()); the walk of the queues that decides which
+ * queued messages it checks, and the fetching of listed keys, are the
+ * dispatcher's (gate_keyed_messages() and fetch_key_heads()).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
 #include "lib/pairingheap.h"
-#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
