@@ -21,7 +21,7 @@ typedef struct Tracked
 {
 	int64		id;
 	TrackState	state;
-	bool		orphaned;		/* INFLIGHT, but forgotten (forget_all) */
+	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
 	bool		probe;			/* INFLIGHT as the probe of an open circuit */
 	bool		gate_ok;		/* QUEUED with a key: first in its key */
 	TimestampTz started_at;		/* INFLIGHT */
