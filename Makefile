@@ -10,12 +10,16 @@ OBJS = \
 	src/http.o \
 	src/message.o \
 	src/ordering.o \
+	src/outcomes.o \
 	src/outbox.o \
 	src/plugin.o \
 	src/policy.o \
+	src/request.o \
 	src/shmem.o \
 	src/signature.o \
 	src/sql.o \
+	src/store.o \
+	src/tracking.o \
 	src/views.o
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 PGFILEDESC = "outbox - transactional outbox delivering webhooks"
@@ -45,5 +49,5 @@ include $(PGXS)
 # After PGXS, which sets it: where prove finds OutboxTest.pm
 PG_PROVE_FLAGS += -I $(srcdir)/test/lib
 
-# Every file includes the shared header
-$(OBJS): src/outbox.h
+# Every file includes the shared header, some the dispatcher's own
+$(OBJS): $(wildcard src/*.h)

@@ -8,17 +8,16 @@
  * (at start, for outbox_send rows, for due retries, and whenever the fast
  * path may have missed something).  Both give the same OutboxMessage.
  *
- * Every message the dispatcher holds is tracked by id in one hash table:
- * QUEUED (waiting for a free request slot), INFLIGHT, or DONE.  A scan skips
- * messages that are queued or in flight.  The ring skips every tracked
- * message, including DONE ones: a message found by a scan may still arrive
- * through the ring afterwards, so a scanned message stays DONE until the
- * decoder has passed the WAL position of that scan; then no copy of it can
- * still be on its way and the entry is forgotten.
+ * Every message the dispatcher holds is tracked by id (see tracking.c):
+ * QUEUED, INFLIGHT, or DONE.  A scan skips messages that are queued or in
+ * flight; the ring skips every tracked message, including DONE ones, which
+ * are kept until the decoder has passed the WAL position of the scan that
+ * found them (ring_covers).
  *
- * Outcomes are recorded in batches: each turn of the loop writes all
- * outcomes collected so far with one UPDATE in one transaction.  An outcome
- * is only ever recorded after its HTTP response (at-least-once).
+ * Outcomes are recorded in batches (see outcomes.c): each turn of the loop
+ * writes all outcomes collected so far with one UPDATE in one transaction,
+ * and every transaction records them before anything else it does.  An
+ * outcome is only ever recorded after its HTTP response (at-least-once).
  *
  * Table scans sweep the due rows in (next_attempt_at, id) order with a
  * keyset cursor, and a sweep does not go back to the start when it reaches
@@ -33,12 +32,33 @@
  * full queue, an open circuit, a reload, a failed gate check) makes it
  * start over, as it does every SAFETY_SCAN_MS as a safety net.
  *
+ * This file is the event loop and what decides: startup, signals, reload
+ * and shutdown, the checks of the extension, run_in_transaction(), and one
+ * turn of the loop (take from the ring, look up keys, scan, gate, start
+ * requests, probe, prune) with how long to sleep after it.  The rest is
+ * behind headers of its own: every query on the tables in store.c, the
+ * tracked messages in tracking.c, the outcomes held in outcomes.c, the
+ * building of a request in request.c, the failure policy in policy.c and
+ * the per-key bookkeeping in ordering.c.  Two pieces that read like other
+ * files' business stay here.  The per-key gate's walk of the queues
+ * (gate_keyed_messages()) decides, as start_requests() does, which queued
+ * message may go, and both depend on commit visibility
+ * (committed_visibly()); ordering.c keeps only the state of keys, which
+ * knows nothing of queues.  The probes of open circuits (find_probes(),
+ * send_probes()) take a message from the table, track it and start its
+ * request, all of which is the dispatcher's; policy.c only says when a
+ * probe is due and what its result means, and runs no SQL.
+ *
+ * Memory: one turn of the loop runs in turn_context, which is reset at the
+ * start of the next turn, and a transaction's work in the SPI context,
+ * gone at its end.  Anything that must live across turns (or past the
+ * transaction that made it) goes in outbox_dispatcher_context or one of
+ * its long-lived children, never in CurrentMemoryContext.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <math.h>
-#include <curl/curl.h>
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -47,29 +67,27 @@
 #include "access/xlog.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "lib/ilist.h"
 #include "nodes/makefuncs.h"
 #include "catalog/pg_extension.h"
-#include "catalog/pg_type_d.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
-#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/procarray.h"
-#include "tcop/tcopprot.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "outbox.h"
+#include "outcomes.h"
+#include "request.h"
+#include "store.h"
+#include "tracking.h"
 
 /* Rows fetched by one table scan */
 #define SCAN_BATCH				1000
@@ -81,75 +99,20 @@
 #define EXTENSION_CHECK_MS		1000
 /* Pause after a failed transaction before trying again */
 #define ERROR_BACKOFF_MS		1000
-/*
- * Outcomes wait this long, or until this many are held, to be recorded
- * together: one statement and one commit for many deliveries.  Every other
- * transaction of the dispatcher records them first, so no scan ever sees a
- * row as pending after it was sent.
- */
-#define OUTCOME_LINGER_MS		20
-#define OUTCOME_BATCH			1000
-/* Rows removed by one retention pass, and how often passes run */
-#define PRUNE_BATCH				1000
+/* How often retention passes run (see outbox_store_prune()) */
 #define PRUNE_INTERVAL_MS		10000
 #define PRUNE_AGAIN_MS			200
 /* Longest wait for in-flight requests at shutdown */
 #define SHUTDOWN_GRACE_MS		5000
 
-typedef enum TrackState
-{
-	TRACK_QUEUED,
-	TRACK_INFLIGHT,
-	TRACK_DONE
-} TrackState;
-
-typedef struct Tracked
-{
-	int64		id;
-	TrackState	state;
-	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
-	bool		probe;			/* INFLIGHT as the probe of an open circuit */
-	bool		gate_ok;		/* QUEUED with a key: first in its key */
-	TimestampTz started_at;		/* INFLIGHT */
-	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */
-	OutboxTarget *target;		/* QUEUED and INFLIGHT */
-	OutboxMessage *msg;			/* QUEUED and INFLIGHT */
-	char	   *body;			/* INFLIGHT */
-	dlist_node	node;			/* in its target's queue, or in done_list */
-} Tracked;
-
-/* Hash entry: Tracked lives apart, since curl holds pointers to it */
-typedef struct TrackedEntry
-{
-	int64		id;				/* hash key */
-	Tracked    *t;
-} TrackedEntry;
-
-typedef struct Outcome
-{
-	int64		id;
-	OutboxState state;
-	int32		attempts;
-	int32		probe_failures;
-	int32		status;			/* 0: none */
-	char	   *error;			/* NULL: none */
-	TimestampTz delivered_at;	/* 0: not delivered */
-	TimestampTz next_attempt_at;	/* 0: unchanged */
-	int32		attempt;		/* which attempt this was, 1-based */
-	bool		keyed;			/* the message has a key */
-	TimestampTz started_at;
-	TimestampTz finished_at;
-} Outcome;
-
 /*
  * Memory: outbox_dispatcher_context holds what lives as long as the
  * process (tracking, key and target state, outcomes held); its children
- * hold the messages being handled, scratch space reset after each use, and
- * whatever one turn of the loop allocates, reset at the end of the turn.
+ * hold the messages being handled (outbox_message_context, tracking.c),
+ * scratch space reset after each use (request.c), and whatever one turn of
+ * the loop allocates, reset at the end of the turn.
  */
 MemoryContext outbox_dispatcher_context = NULL;
-static MemoryContext message_context;
-static MemoryContext scratch_context;	/* reset after each use */
 static MemoryContext turn_context;	/* reset after each turn of the loop */
 
 /*
@@ -164,13 +127,6 @@ static XLogRecPtr ring_covers = InvalidXLogRecPtr;
  * the slot's last saved position after a crash) are not sent again.
  */
 static XLogRecPtr started_at_lsn = InvalidXLogRecPtr;
-static HTAB *tracked;
-static dlist_head done_list = DLIST_STATIC_INIT(done_list);
-
-static Outcome *outcomes;
-static int	n_outcomes = 0;
-static int	max_outcomes = 0;
-static TimestampTz outcomes_flush_at = 0;	/* when to record them */
 
 static bool extension_ready = false;
 static Oid	extension_oid = InvalidOid;
@@ -206,83 +162,32 @@ static TimestampTz restart_scan_at = 0; /* sweep from the start then */
 /* When to try again to fetch the next message of keys, after an error */
 static TimestampTz lookup_retry_at = 0;
 
-static SPIPlanPtr scan_plan = NULL;
-static SPIPlanPtr next_due_plan = NULL;
-static SPIPlanPtr key_head_plan = NULL;
-static SPIPlanPtr outcome_plan = NULL;
-static SPIPlanPtr probe_plan = NULL;
-static SPIPlanPtr prune_messages_plan = NULL;
-static SPIPlanPtr prune_attempts_plan = NULL;
-
 static TimestampTz next_prune_at = 0;
 
 /* Targets already reported as missing from outbox.targets */
 static List *reported_targets = NIL;
 
-static void
-free_plans(void)
-{
-	outbox_forget_plan(&scan_plan);
-	outbox_forget_plan(&next_due_plan);
-	outbox_forget_plan(&key_head_plan);
-	outbox_forget_plan(&outcome_plan);
-	outbox_forget_plan(&probe_plan);
-	outbox_forget_plan(&prune_messages_plan);
-	outbox_forget_plan(&prune_attempts_plan);
-}
-
-static Datum
-make_array(Datum *elems, bool *nulls, int n, Oid type)
-{
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, type,
-											  typlen, typbyval, typalign));
-}
-
-/* ---- tracking ---- */
-
-static Tracked *
-find_tracked(int64 id)
-{
-	TrackedEntry *entry = hash_search(tracked, &id, HASH_FIND, NULL);
-
-	return entry ? entry->t : NULL;
-}
+/* ---- queueing ---- */
 
 static void
-free_tracked(Tracked *t)
+report_missing_target(const char *target)
 {
-	if (t->msg)
-		outbox_message_free(t->msg);
-	if (t->body)
-		pfree(t->body);
-	pfree(t);
-}
+	MemoryContext oldcxt;
+	ListCell   *lc;
 
-static void
-untrack(Tracked *t)
-{
-	hash_search(tracked, &t->id, HASH_REMOVE, NULL);
-	free_tracked(t);
-}
-
-static void
-report_missing_target(const char *target);
-
-/* Drop the outcomes held: recorded, or their rows went away */
-static void
-forget_outcomes(void)
-{
-	for (int i = 0; i < n_outcomes; i++)
-		if (outcomes[i].error)
-			pfree(outcomes[i].error);
-	n_outcomes = 0;
+	foreach(lc, reported_targets)
+	{
+		if (strcmp((char *) lfirst(lc), target) == 0)
+			return;
+	}
+	ereport(LOG,
+			(errmsg("outbox target \"%s\" is not configured; its messages wait",
+					target),
+			 errhint("Add %s=<url> to outbox.targets and reload the configuration.",
+					 target)));
+	oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
+	reported_targets = lappend(reported_targets, pstrdup(target));
+	MemoryContextSwitchTo(oldcxt);
 }
 
 static bool secrets_problem_reported = false;
@@ -310,30 +215,6 @@ secrets_usable(void)
 	}
 	secrets_problem_reported = true;
 	return false;
-}
-
-/* The entry of a message about to be queued or sent; t: its DONE entry */
-static Tracked *
-tracked_entry(OutboxMessage *msg, XLogRecPtr forget_after,
-			  OutboxTarget *target, Tracked *t)
-{
-	if (t == NULL)
-	{
-		TrackedEntry *entry = hash_search(tracked, &msg->id, HASH_ENTER, NULL);
-
-		t = MemoryContextAllocZero(message_context, sizeof(Tracked));
-		t->id = msg->id;
-		entry->t = t;
-	}
-	else
-		dlist_delete(&t->node); /* from done_list */
-	t->forget_after = forget_after;
-	t->target = target;
-	t->msg = msg;
-	t->body = NULL;
-	t->probe = false;
-	t->gate_ok = false;
-	return t;
 }
 
 /*
@@ -365,12 +246,12 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 		if (t != NULL)
 		{
 			dlist_delete(&t->node);
-			untrack(t);
+			outbox_untrack(t);
 		}
 		return NULL;
 	}
 
-	t = tracked_entry(msg, forget_after, target, t);
+	t = outbox_tracked_enter(msg, forget_after, target, t);
 	t->state = TRACK_QUEUED;
 	t->gate_ok = first_in_key;
 	if (msg->key && !first_in_key)
@@ -388,23 +269,6 @@ rescan(void)
 	scan_restart = true;
 }
 
-/* Drop the target's queue: its messages wait in the table */
-static void
-forget_queue(OutboxTarget *target)
-{
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &target->queue)
-	{
-		Tracked    *t = dlist_container(Tracked, node, iter.cur);
-
-		dlist_delete(&t->node);
-		untrack(t);
-	}
-	target->queued = 0;
-	target->overflowed = false;
-}
-
 /*
  * Forget everything: the extension was dropped or recreated, so ids no longer
  * mean what they meant.  Requests in flight finish, and are ignored.
@@ -412,60 +276,12 @@ forget_queue(OutboxTarget *target)
 static void
 forget_all(void)
 {
-	HASH_SEQ_STATUS status;
-	TrackedEntry *entry;
-	ListCell   *lc;
-
-	hash_seq_init(&status, tracked);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		Tracked    *t = entry->t;
-
-		hash_search(tracked, &entry->id, HASH_REMOVE, NULL);
-		if (t->state == TRACK_INFLIGHT)
-			t->orphaned = true; /* freed when its request completes */
-		else
-		{
-			if (t->state == TRACK_QUEUED)
-				t->target->queued--;
-			free_tracked(t);
-		}
-	}
-	foreach(lc, outbox_target_all())
-	{
-		OutboxTarget *target = lfirst(lc);
-
-		dlist_init(&target->queue);
-		target->queued = 0;
-	}
-	dlist_init(&done_list);
-	forget_outcomes();
+	outbox_tracked_forget_all();
+	outbox_outcomes_forget();
 	rescan();
 }
 
-/*
- * Forget DONE messages the ring can no longer deliver again.  The list is
- * in the order the messages finished, which follows the order of the scans
- * that found them, so the sweep stops at the first one still needed: it
- * costs nothing per turn of the loop while a backlog drains.
- */
-static void
-sweep_done(void)
-{
-	while (!dlist_is_empty(&done_list))
-	{
-		Tracked    *t = dlist_head_element(Tracked, node, &done_list);
-
-		if (t->forget_after > ring_covers)
-			break;
-		dlist_delete(&t->node);
-		untrack(t);
-	}
-}
-
 /* ---- transactions ---- */
-
-static void record_outcomes(void);
 
 /* The extension's state, for the decoder and for check_extension() */
 static OutboxExtensionState extension_state = OUTBOX_EXTENSION_UNKNOWN;
@@ -551,7 +367,7 @@ check_extension_objects(void)
 					(errmsg("outbox dispatcher found outbox.messages made again in database \"%s\"; it forgets what it held of the old one",
 							outbox_shared->database)));
 		forget_all();
-		free_plans();
+		outbox_store_reset(relid);
 		outbox_keys_forget();
 		extension_oid = oid;
 		messages_relid = relid;
@@ -566,7 +382,7 @@ check_extension_objects(void)
 }
 
 /*
- * Run fn inside a transaction with SPI connected, after recording the
+ * Run fn(arg) inside a transaction with SPI connected, after recording the
  * outcomes held so far, so that fn never reads a row we sent as still
  * pending.  An ERROR is reported, the transaction is aborted and false
  * returned: the caller retries later, and nothing it holds is lost (the
@@ -575,7 +391,7 @@ check_extension_objects(void)
  * fn is not run and false is returned too.
  */
 static bool
-run_in_transaction(void (*fn) (void), const char *activity)
+run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		ok = true;
@@ -591,21 +407,21 @@ run_in_transaction(void (*fn) (void), const char *activity)
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			PushActiveSnapshot(GetTransactionSnapshot());
-			if (n_outcomes > 0)
+			if (outbox_outcomes_held() > 0)
 			{
 				/* fn must see them: a new command, a new snapshot */
-				record_outcomes();
+				outbox_outcomes_record();
 				PopActiveSnapshot();
 				CommandCounterIncrement();
 				PushActiveSnapshot(GetTransactionSnapshot());
 			}
-			fn();
+			fn(arg);
 			PopActiveSnapshot();
 			SPI_finish();
 		}
 		CommitTransactionCommand();
 		if (extension_ready)
-			forget_outcomes();
+			outbox_outcomes_forget();
 		else
 			ok = false;			/* fn did not run */
 
@@ -638,7 +454,7 @@ run_in_transaction(void (*fn) (void), const char *activity)
 }
 
 static void
-noop(void)
+noop(void *arg)
 {
 }
 
@@ -674,105 +490,26 @@ any_room(void)
  * to the rows that fit in every queue looked for, so that the scan cannot
  * overfill one and make the sweep start over.
  */
-static Datum
+static List *
 sendable_targets(int *limit)
 {
-	List	   *targets = outbox_target_all();
-	Datum	   *names = palloc(sizeof(Datum) * Max(list_length(targets), 1));
-	int			n = 0;
+	List	   *names = NIL;
 	ListCell   *lc;
 
 	*limit = SCAN_BATCH;
-	foreach(lc, targets)
+	foreach(lc, outbox_target_all())
 	{
 		OutboxTarget *target = lfirst(lc);
 
 		if (has_room(target))
 		{
-			names[n++] = CStringGetTextDatum(target->name);
+			names = lappend(names, target->name);
 			*limit = Min(*limit, TARGET_QUEUE_CAP - target->queued);
 		}
 		else if (!target->open)
 			target->overflowed = true;
 	}
-	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
-										   TYPALIGN_INT));
-}
-
-static char *
-text_or_null(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
-}
-
-static Jsonb *
-jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? NULL : DatumGetJsonbP(d);
-}
-
-/* The columns queries read a message by, and their numbers in a result */
-#define MESSAGE_COLUMNS \
-	"id, target, message_id, message_type, key, headers, payload, attempts," \
-	" next_attempt_at, probe_failures"
-typedef enum MessageColumn
-{
-	MC_ID = 1,
-	MC_TARGET,
-	MC_MESSAGE_ID,
-	MC_MESSAGE_TYPE,
-	MC_KEY,
-	MC_HEADERS,
-	MC_PAYLOAD,
-	MC_ATTEMPTS,
-	MC_NEXT_ATTEMPT_AT,
-	MC_PROBE_FAILURES,
-	MC_NEXT					/* the first column after them */
-} MessageColumn;
-
-static int32
-int32_column(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-
-	return DatumGetInt32(SPI_getbinval(tup, desc, col, &isnull));
-}
-
-/* A row of MESSAGE_COLUMNS as an OutboxMessage, in message_context */
-static OutboxMessage *
-message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
-{
-	bool		isnull;
-	MemoryContext oldcxt;
-	OutboxMessage row;
-	OutboxMessage *msg;
-
-	memset(&row, 0, sizeof(row));
-	row.id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
-	row.commit_lsn = InvalidXLogRecPtr;
-	row.relid = messages_relid;
-	row.xid = InvalidTransactionId;
-	row.attempts = int32_column(tup, desc, MC_ATTEMPTS);
-	row.probe_failures = int32_column(tup, desc, MC_PROBE_FAILURES);
-	row.target = text_or_null(tup, desc, MC_TARGET);
-	row.message_id = text_or_null(tup, desc, MC_MESSAGE_ID);
-	row.message_type = text_or_null(tup, desc, MC_MESSAGE_TYPE);
-	row.key = text_or_null(tup, desc, MC_KEY);
-	row.headers = jsonb_or_null(tup, desc, MC_HEADERS);
-	row.payload = jsonb_or_null(tup, desc, MC_PAYLOAD);
-
-	resetStringInfo(buf);
-	outbox_message_encode(buf, &row);
-	oldcxt = MemoryContextSwitchTo(message_context);
-	msg = outbox_message_decode(buf->data, buf->len);
-	MemoryContextSwitchTo(oldcxt);
-	return msg;
+	return names;
 }
 
 /*
@@ -780,103 +517,68 @@ message_from_row(HeapTuple tup, TupleDesc desc, StringInfo buf)
  * those not already held.
  */
 static void
-scan_table(void)
+scan_table(void *arg)
 {
-	Oid			types[] = {TEXTARRAYOID, TIMESTAMPTZOID, INT8OID, INT4OID};
-	Datum		values[4];
+	List	   *targets;
 	XLogRecPtr	scan_lsn;
-	StringInfoData buf;
-	uint64		nrows;
+	MessageRow *rows;
+	int			nrows;
 	int			limit;
 
-	values[0] = sendable_targets(&limit);
-	values[1] = TimestampTzGetDatum(cursor_valid ? cursor_time : DT_NOBEGIN);
-	values[2] = Int64GetDatum(cursor_valid ? cursor_id : 0);
-	values[3] = Int32GetDatum(limit);
-	outbox_execute(&scan_plan,
-				   "SELECT " MESSAGE_COLUMNS
-				   "  FROM outbox.messages"
-				   " WHERE state = 'pending' AND next_attempt_at <= now()"
-				   "   AND target = ANY ($1)"
-				   "   AND (next_attempt_at, id) > ($2, $3)"
-				   " ORDER BY next_attempt_at, id"
-				   " LIMIT $4",
-				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+	targets = sendable_targets(&limit);
+	nrows = outbox_store_scan(targets, cursor_valid ? cursor_time : DT_NOBEGIN,
+							  cursor_valid ? cursor_id : 0, limit, &rows);
 
 	/*
 	 * Every row this scan saw was committed before this WAL position, so any
 	 * copy of it in the ring has been put there once the decoder passed it.
 	 */
 	scan_lsn = GetXLogInsertRecPtr();
-	nrows = SPI_processed;
-	initStringInfo(&buf);
 
-	for (uint64 i = 0; i < nrows; i++)
+	for (int i = 0; i < nrows; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
-		Tracked    *t = find_tracked(id);
-		char	   *key;
+		MessageRow *row = &rows[i];
+		Tracked    *t = outbox_tracked_find(row->id);
 
-		cursor_time = DatumGetTimestampTz(SPI_getbinval(tup, desc,
-														MC_NEXT_ATTEMPT_AT,
-														&isnull));
-		cursor_id = id;
+		cursor_time = row->next_attempt_at;
+		cursor_id = row->id;
 		cursor_valid = true;
 
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;
-		key = text_or_null(tup, desc, MC_KEY);
-		if (key != NULL)
+		if (row->key != NULL)
 		{
-			char	   *target = text_or_null(tup, desc, MC_TARGET);
-
 			/*
 			 * Another message of its key is in flight: it waits, and is
 			 * looked up when that one is finished.  The gate would say so
 			 * too, after building the message; a sweep from the start meets
 			 * many such.
 			 */
-			if (outbox_key_busy(target, key))
+			if (outbox_key_busy(row->target, row->key))
 			{
-				outbox_key_wait(target, key);
+				outbox_key_wait(row->target, row->key);
 				continue;
 			}
 		}
-		track(message_from_row(tup, desc, &buf), scan_lsn, t, false);
+		track(outbox_store_message(row, outbox_message_context), scan_lsn, t,
+			  false);
 		outbox_count(STAT_SCANNED, 1);
 	}
 
-	if (nrows < (uint64) limit)
+	if (nrows < limit)
 	{
 		/*
 		 * Reached the end: go on from here when the next row becomes due.
 		 * Rows due later than now() are ahead of the sweep's position,
 		 * which is at most now().
 		 */
-		Oid			due_types[] = {TEXTARRAYOID};
-		bool		isnull;
+		TimestampTz due;
 
 		scan_wanted = false;
-		outbox_execute(&next_due_plan,
-					   "SELECT min(next_attempt_at) FROM outbox.messages"
-					   " WHERE state = 'pending' AND next_attempt_at > now()"
-					   "   AND target = ANY ($1)",
-					   lengthof(due_types), due_types, values, NULL, true, 1,
-					   SPI_OK_SELECT);
 		next_scan_at = restart_scan_at;
-		if (SPI_processed == 1)
-		{
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull && DatumGetTimestampTz(d) < next_scan_at)
-				next_scan_at = DatumGetTimestampTz(d);
-		}
+		if (outbox_store_next_due(targets, &due) && due < next_scan_at)
+			next_scan_at = due;
 	}
-	pfree(buf.data);
 }
 
 /*
@@ -889,17 +591,14 @@ scan_table(void)
  * again when it is.
  */
 static void
-fetch_key_heads(void)
+fetch_key_heads(void *arg)
 {
 	/* The time now() gives, which decides whether a message is due */
 	List	   *lookups = outbox_keys_due(GetCurrentTransactionStartTimestamp());
-	Oid			types[] = {TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[2];
-	Datum	   *targets = palloc(sizeof(Datum) * list_length(lookups));
-	Datum	   *keys = palloc(sizeof(Datum) * list_length(lookups));
-	int			n = 0;
+	List	   *keys = NIL;
 	XLogRecPtr	scan_lsn;
-	StringInfoData buf;
+	MessageRow *rows;
+	int			nrows;
 	ListCell   *lc;
 
 	foreach(lc, lookups)
@@ -914,43 +613,26 @@ fetch_key_heads(void)
 		 */
 		if (target == NULL || target->open)
 			continue;
-		targets[n] = CStringGetTextDatum(k->target);
-		keys[n++] = CStringGetTextDatum(k->key);
+		keys = lappend(keys, k);
 	}
-	if (n == 0)
+	if (keys == NIL)
 		return;
 
-	values[0] = PointerGetDatum(construct_array(targets, n, TEXTOID, -1, false,
-												TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false,
-												TYPALIGN_INT));
-	outbox_execute(&key_head_plan,
-				   "SELECT m.*, m.next_attempt_at <= now()"
-				   "  FROM unnest($1, $2) AS k(target, key)"
-				   " CROSS JOIN LATERAL ("
-				   OUTBOX_KEY_HEAD(MESSAGE_COLUMNS, "k.target", "k.key") ") AS m",
-				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+	nrows = outbox_store_key_heads(keys, &rows);
 
 	/* As in scan_table(): a copy in the ring comes before this position */
 	scan_lsn = GetXLogInsertRecPtr();
-	initStringInfo(&buf);
 
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (int i = 0; i < nrows; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
-		char	   *target = text_or_null(tup, desc, MC_TARGET);
-		char	   *key = text_or_null(tup, desc, MC_KEY);
-		bool		due = DatumGetBool(SPI_getbinval(tup, desc, MC_NEXT, &isnull));
-		Tracked    *t = find_tracked(id);
+		MessageRow *row = &rows[i];
+		Tracked    *t = outbox_tracked_find(row->id);
 
 		/*
 		 * Whatever becomes of this message, the messages behind it may have
 		 * been refused: look up the key again when it is finished.
 		 */
-		outbox_key_wait(target, key);
+		outbox_key_wait(row->target, row->key);
 
 		if (t != NULL && t->state != TRACK_DONE)
 		{
@@ -959,158 +641,29 @@ fetch_key_heads(void)
 				t->gate_ok = true;
 			continue;
 		}
-		if (outbox_key_busy(target, key))
+		if (outbox_key_busy(row->target, row->key))
 			continue;			/* another message of the key is in flight */
-		if (!due)
+		if (!row->due)
 		{
-			outbox_key_lookup(target, key,
-							  DatumGetTimestampTz(SPI_getbinval(tup, desc,
-																MC_NEXT_ATTEMPT_AT,
-																&isnull)));
+			outbox_key_lookup(row->target, row->key, row->next_attempt_at);
 			continue;
 		}
-		if (track(message_from_row(tup, desc, &buf), scan_lsn, t, true))
+		if (track(outbox_store_message(row, outbox_message_context), scan_lsn,
+				  t, true))
 			outbox_count(STAT_SCANNED, 1);
 	}
-	pfree(buf.data);
 }
 
 /* ---- recording outcomes ---- */
 
 static void
-record_outcomes(void)
-{
-	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-		INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	INT4ARRAYOID};
-	Oid			elemtypes[] = {INT8OID, TEXTOID, INT4OID, INT4OID, TEXTOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, INT4OID};
-	Datum		values[lengthof(types)];
-	Datum	   *cols[lengthof(types)];
-	bool	   *nulls[lengthof(types)];
-
-	if (n_outcomes == 0)
-		return;
-
-	/*
-	 * Outcomes are committed asynchronously (see outbox_dispatcher_main),
-	 * except those that let the next message of a key go: a crash must not
-	 * make message n pending again after message n+1 was sent.
-	 */
-	for (int i = 0; i < n_outcomes; i++)
-	{
-		if (outcomes[i].keyed)
-		{
-			ForceSyncCommit();
-			break;
-		}
-	}
-
-	for (int c = 0; c < lengthof(types); c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * n_outcomes);
-		nulls[c] = palloc0(sizeof(bool) * n_outcomes);
-	}
-	for (int i = 0; i < n_outcomes; i++)
-	{
-		Outcome    *o = &outcomes[i];
-
-		cols[0][i] = Int64GetDatum(o->id);
-		cols[1][i] = CStringGetTextDatum(outbox_state_name(o->state));
-		cols[2][i] = Int32GetDatum(o->attempts);
-		cols[3][i] = Int32GetDatum(o->status);
-		nulls[3][i] = (o->status == 0);
-		cols[4][i] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
-		nulls[4][i] = (o->error == NULL);
-		cols[5][i] = TimestampTzGetDatum(o->delivered_at);
-		nulls[5][i] = (o->delivered_at == 0);
-		cols[6][i] = TimestampTzGetDatum(o->next_attempt_at);
-		nulls[6][i] = (o->next_attempt_at == 0);
-		cols[7][i] = Int32GetDatum(o->attempt);
-		cols[8][i] = TimestampTzGetDatum(o->started_at);
-		cols[9][i] = TimestampTzGetDatum(o->finished_at);
-		cols[10][i] = Int32GetDatum(o->probe_failures);
-	}
-	for (int c = 0; c < lengthof(types); c++)
-		values[c] = make_array(cols[c], nulls[c], n_outcomes, elemtypes[c]);
-
-	/*
-	 * The messages' new state, and one outbox.attempts row per attempt.
-	 * "Not finished" rather than "pending": the plan is made once, and the
-	 * partial index of pending rows must not tempt it into reading them all
-	 * when a backlog makes them many.  The counts never go down, whatever
-	 * copy of a message an outcome comes from.
-	 */
-	outbox_execute(&outcome_plan,
-				   "WITH o AS ("
-				   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-				   "                       $11)"
-				   "    AS o(id, state, attempts, status, error, delivered_at,"
-				   "         next_at, attempt, started_at, finished_at,"
-				   "         probe_failures)),"
-				   " a AS ("
-				   "  INSERT INTO outbox.attempts"
-				   "    (message, attempt, started_at, duration, status, error)"
-				   "  SELECT id, attempt, started_at, finished_at - started_at,"
-				   "         status, error FROM o)"
-				   "UPDATE outbox.messages AS m"
-				   "   SET state = o.state,"
-				   "       attempts = greatest(m.attempts, o.attempts),"
-				   "       probe_failures = greatest(m.probe_failures, o.probe_failures),"
-				   "       last_status = o.status, last_error = o.error,"
-				   "       delivered_at = o.delivered_at,"
-				   "       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
-				   "  FROM o"
-				   " WHERE m.id = o.id AND m.state NOT IN ('delivered', 'dead')",
-				   lengthof(types), types, values, NULL, false, 0, SPI_OK_UPDATE);
-}
-
-static void
 flush_outcomes(void)
 {
-	if (n_outcomes == 0)
+	if (outbox_outcomes_held() == 0)
 		return;
-	if (!run_in_transaction(noop, "record delivery outcomes"))
-		outcomes_flush_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														ERROR_BACKOFF_MS);
-}
-
-static void
-add_outcome(Tracked *t, OutboxVerdict *v, OutboxHttpResult *r, TimestampTz now)
-{
-	Outcome    *o;
-	bool		delivered = (v->state == OUTBOX_DELIVERED);
-
-	if (n_outcomes == max_outcomes)
-	{
-		max_outcomes = Max(64, max_outcomes * 2);
-		outcomes = repalloc(outcomes, sizeof(Outcome) * max_outcomes);
-	}
-	if (n_outcomes == 0)
-		outcomes_flush_at = TimestampTzPlusMilliseconds(now, OUTCOME_LINGER_MS);
-	o = &outcomes[n_outcomes++];
-	o->id = t->id;
-	o->attempt = t->msg->attempts + 1;
-	o->keyed = (t->msg->key != NULL);
-	o->started_at = t->started_at;
-	o->finished_at = now;
-	o->state = v->state;
-	o->attempts = v->attempts;
-	o->probe_failures = v->probe_failures;
-	o->status = r->transport_error ? 0 : (int32) r->status;
-	o->error = delivered ? NULL :
-		MemoryContextStrdup(outbox_dispatcher_context, r->error);
-	o->delivered_at = delivered ? now : 0;
-	o->next_attempt_at = v->next_attempt_at;
-	if (v->next_attempt_at != 0 &&
-		(v->next_attempt_at < next_scan_at || next_scan_at == 0))
-		next_scan_at = v->next_attempt_at;
-
-	/* The next message of a key waits for this one's durable outcome */
-	if (o->keyed || n_outcomes >= OUTCOME_BATCH)
-		outcomes_flush_at = Min(outcomes_flush_at, now);
+	if (!run_in_transaction(noop, NULL, "record delivery outcomes"))
+		outbox_outcomes_postpone(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 ERROR_BACKOFF_MS));
 }
 
 static void
@@ -1127,10 +680,14 @@ request_done(OutboxHttpResult *r)
 	if (t->orphaned)
 	{
 		/* Its row went away with the extension */
-		free_tracked(t);
+		outbox_tracked_free(t);
 		return;
 	}
-	add_outcome(t, &v, r, now);
+	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now);
+	/* Sweep on when the retry is due, if that is sooner */
+	if (v.next_attempt_at != 0 &&
+		(v.next_attempt_at < next_scan_at || next_scan_at == 0))
+		next_scan_at = v.next_attempt_at;
 
 	if (t->msg->key)
 	{
@@ -1156,148 +713,17 @@ request_done(OutboxHttpResult *r)
 	}
 
 	if (!was_open && target->open)
-		forget_queue(target);	/* they wait in the table, spending nothing */
+	{
+		/* They wait in the table, spending nothing */
+		outbox_tracked_forget_queue(target);
+	}
 	else if (was_open && !target->open)
 	{
 		/* The target is back: everything due goes out at full speed */
 		rescan();
 	}
 
-	outbox_message_free(t->msg);
-	pfree(t->body);
-	t->msg = NULL;
-	t->body = NULL;
-	if (t->forget_after <= ring_covers)
-		untrack(t);
-	else
-	{
-		t->state = TRACK_DONE;
-		dlist_push_tail(&done_list, &t->node);
-	}
-}
-
-/* ---- sending ---- */
-
-typedef struct HeaderBuild
-{
-	struct curl_slist *list;
-	StringInfo	line;
-} HeaderBuild;
-
-static void
-add_header_line(HeaderBuild *hb, const char *name, const char *value)
-{
-	resetStringInfo(hb->line);
-	appendStringInfo(hb->line, "%s: %s", name, value);
-	hb->list = curl_slist_append(hb->list, hb->line->data);
-}
-
-static void
-add_custom_header(const char *name, int name_len, const JsonbValue *value,
-				  void *arg)
-{
-	HeaderBuild *hb = arg;
-
-	/* Enqueue refused bad headers; rows written by hand are filtered here */
-	if (value->type != jbvString ||
-		outbox_header_problem(name, name_len, value->val.string.val,
-							  value->val.string.len) != NULL)
-		return;
-	resetStringInfo(hb->line);
-	if (value->val.string.len == 0)
-	{
-		/* For libcurl "Name:" removes a header; "Name;" sends it empty */
-		appendStringInfo(hb->line, "%.*s;", name_len, name);
-	}
-	else
-		appendStringInfo(hb->line, "%.*s: %.*s", name_len, name,
-						 value->val.string.len, value->val.string.val);
-	hb->list = curl_slist_append(hb->list, hb->line->data);
-}
-
-static struct curl_slist *
-build_headers(OutboxMessage *msg, const char *body)
-{
-	StringInfoData line;
-	HeaderBuild hb = {NULL, &line};
-	char		number[32];
-	char		timestamp[32];
-	char	   *webhook_id = outbox_webhook_id(msg->id, msg->message_id);
-	List	   *keys;
-	const char *problem;
-	char	   *signature;
-
-	initStringInfo(&line);
-	add_header_line(&hb, "Content-Type", "application/json");
-	/* Never wait for "100 Continue" before sending the body */
-	hb.list = curl_slist_append(hb.list, "Expect:");
-	add_header_line(&hb, "webhook-id", webhook_id);
-	snprintf(timestamp, sizeof(timestamp), "%lld", (long long) time(NULL));
-	add_header_line(&hb, "webhook-timestamp", timestamp);
-	if (outbox_target_secrets(msg->target, &keys, &problem) && keys != NIL)
-	{
-		signature = outbox_signature(keys, webhook_id, timestamp, body,
-									 strlen(body));
-		add_header_line(&hb, "webhook-signature", signature);
-	}
-	snprintf(number, sizeof(number), "%d", msg->attempts + 1);
-	add_header_line(&hb, "outbox-attempt", number);
-	if (msg->message_type)
-		add_header_line(&hb, "outbox-type", msg->message_type);
-	if (msg->key)
-		add_header_line(&hb, "outbox-key", msg->key);
-	outbox_headers_walk(msg->headers, add_custom_header, &hb);
-	return hb.list;
-}
-
-static void
-report_missing_target(const char *target)
-{
-	MemoryContext oldcxt;
-	ListCell   *lc;
-
-	foreach(lc, reported_targets)
-	{
-		if (strcmp((char *) lfirst(lc), target) == 0)
-			return;
-	}
-	ereport(LOG,
-			(errmsg("outbox target \"%s\" is not configured; its messages wait",
-					target),
-			 errhint("Add %s=<url> to outbox.targets and reload the configuration.",
-					 target)));
-	oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
-	reported_targets = lappend(reported_targets, pstrdup(target));
-	MemoryContextSwitchTo(oldcxt);
-}
-
-static void
-start_request(Tracked *t, bool probe)
-{
-	MemoryContext oldcxt = MemoryContextSwitchTo(message_context);
-	struct curl_slist *headers;
-	StringInfoData body;
-
-	/*
-	 * The body lives as long as the request, in message_context; what
-	 * JsonbToCString allocates on the side (a copy of every key and string,
-	 * numbers as text) goes to scratch_context, or it would pile up.
-	 */
-	initStringInfo(&body);
-	MemoryContextSwitchTo(scratch_context);
-	t->body = JsonbToCString(&body, &t->msg->payload->root,
-							 VARSIZE(t->msg->payload));
-	t->state = TRACK_INFLIGHT;
-	t->probe = probe;
-	t->started_at = GetCurrentTimestamp();
-	headers = build_headers(t->msg, t->body);
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(scratch_context);
-	outbox_http_start(t, outbox_target_url(t->target->name), t->body,
-					  strlen(t->body), headers);
-	outbox_target_sent(t->target, probe);
-	if (t->msg->key)
-		outbox_key_started(t->target->name, t->msg->key);
+	outbox_tracked_finished(t, ring_covers);
 }
 
 /* ---- commit visibility ---- */
@@ -1329,15 +755,21 @@ committed_visibly(OutboxMessage *msg)
 
 #define GATE_BATCH	1000
 
-static Tracked *gate_candidates[GATE_BATCH];
-static int64 gate_ids[GATE_BATCH];
-static bool gate_ok[GATE_BATCH];
-static int	n_gate = 0;
+/* Queued keyed messages for the table to say whether they may go */
+typedef struct GateBatch
+{
+	int			n;
+	Tracked    *candidates[GATE_BATCH];
+	int64		ids[GATE_BATCH];
+	bool		ok[GATE_BATCH];
+} GateBatch;
 
 static void
-check_gate(void)
+check_gate(void *arg)
 {
-	outbox_keys_gate(gate_ids, n_gate, gate_ok);
+	GateBatch  *batch = arg;
+
+	outbox_store_gate(batch->ids, batch->n, batch->ok);
 }
 
 /* Drop a queued message whose key must wait: it stays in the table */
@@ -1347,7 +779,7 @@ wait_for_key(Tracked *t)
 	dlist_delete(&t->node);
 	t->target->queued--;
 	outbox_key_wait(t->target->name, t->msg->key);
-	untrack(t);
+	outbox_untrack(t);
 }
 
 /* Is key in the list of keys (char *)? */
@@ -1377,6 +809,7 @@ key_listed(List *keys, const char *key)
 static void
 gate_keyed_messages(void)
 {
+	static GateBatch batch;		/* static: some 17 kB */
 	ListCell   *lc;
 	bool		checked;
 
@@ -1385,7 +818,7 @@ gate_keyed_messages(void)
 		return;
 	gate_needed = false;
 
-	n_gate = 0;
+	batch.n = 0;
 	foreach(lc, outbox_target_all())
 	{
 		OutboxTarget *target = lfirst(lc);
@@ -1408,20 +841,21 @@ gate_keyed_messages(void)
 			}
 			if (outbox_key_busy(target->name, t->msg->key))
 				wait_for_key(t);
-			else if (n_gate < GATE_BATCH)
+			else if (batch.n < GATE_BATCH)
 			{
-				gate_candidates[n_gate] = t;
-				gate_ids[n_gate++] = t->id;
+				batch.candidates[batch.n] = t;
+				batch.ids[batch.n++] = t->id;
 			}
 			else
 				gate_needed = true; /* the rest next turn */
 		}
 		list_free(held_keys);
 	}
-	if (n_gate == 0)
+	if (batch.n == 0)
 		return;
 
-	checked = run_in_transaction(check_gate, "check the order of keyed messages");
+	checked = run_in_transaction(check_gate, &batch,
+								 "check the order of keyed messages");
 	if (!checked)
 	{
 		/*
@@ -1433,15 +867,15 @@ gate_keyed_messages(void)
 							  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  ERROR_BACKOFF_MS));
 	}
-	for (int i = 0; i < n_gate; i++)
+	for (int i = 0; i < batch.n; i++)
 	{
 		/* The transaction may have found the extension gone or recreated */
-		if (find_tracked(gate_ids[i]) != gate_candidates[i])
+		if (outbox_tracked_find(batch.ids[i]) != batch.candidates[i])
 			continue;
-		if (checked && gate_ok[i])
-			gate_candidates[i]->gate_ok = true;
+		if (checked && batch.ok[i])
+			batch.candidates[i]->gate_ok = true;
 		else
-			wait_for_key(gate_candidates[i]);
+			wait_for_key(batch.candidates[i]);
 	}
 }
 
@@ -1489,7 +923,7 @@ start_requests(void)
 			{
 				dlist_delete(&t->node);
 				target->queued--;
-				start_request(t, false);
+				outbox_request_start(t, false);
 				started = true;
 			}
 			if (target->overflowed && has_room(target))
@@ -1534,7 +968,7 @@ ring_message_wanted(OutboxMessage *msg)
 		rescan();
 		return false;
 	}
-	return find_tracked(msg->id) == NULL && msg->commit_lsn >= started_at_lsn;
+	return outbox_tracked_find(msg->id) == NULL && msg->commit_lsn >= started_at_lsn;
 }
 
 /*
@@ -1559,7 +993,7 @@ take_from_ring(StringInfo buf)
 
 		if (!outbox_ring_get(buf))
 			break;
-		oldcxt = MemoryContextSwitchTo(message_context);
+		oldcxt = MemoryContextSwitchTo(outbox_message_context);
 		msg = outbox_message_decode(buf->data, buf->len);
 		MemoryContextSwitchTo(oldcxt);
 		if (ring_message_wanted(msg))
@@ -1573,107 +1007,62 @@ take_from_ring(StringInfo buf)
 
 /* ---- retention ---- */
 
-/*
- * Remove one batch of delivered messages and of attempt rows older than
- * outbox.retention.  Small batches in short transactions hold no long locks
- * and let VACUUM reuse the space, so the tables level off.
- */
+/* One pass of retention (see outbox_store_prune()) */
 static void
-prune(void)
+prune(void *arg)
 {
-	Oid			types[] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(outbox_retention)};
-	uint64		removed;
-
-	outbox_execute(&prune_messages_plan,
-				   "DELETE FROM outbox.messages WHERE id IN ("
-				   "  SELECT id FROM outbox.messages"
-				   "   WHERE state = 'delivered'"
-				   "     AND delivered_at < now() - make_interval(secs => $1)"
-				   "   ORDER BY delivered_at LIMIT " CppAsString2(PRUNE_BATCH) ")",
-				   lengthof(types), types, values, NULL, false, 0,
-				   SPI_OK_DELETE);
-	removed = SPI_processed;
-	outbox_execute(&prune_attempts_plan,
-				   "DELETE FROM outbox.attempts WHERE ctid = ANY (ARRAY("
-				   "  SELECT ctid FROM outbox.attempts"
-				   "   WHERE started_at < now() - make_interval(secs => $1)"
-				   "   LIMIT " CppAsString2(PRUNE_BATCH) "))",
-				   lengthof(types), types, values, NULL, false, 0,
-				   SPI_OK_DELETE);
-	removed = Max(removed, SPI_processed);
+	bool		full = outbox_store_prune(outbox_retention);
 
 	/* A full batch means there is more: come back soon */
 	next_prune_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												removed == PRUNE_BATCH ?
+												full ?
 												PRUNE_AGAIN_MS : PRUNE_INTERVAL_MS);
 }
 
 /* ---- probes ---- */
 
-static List *probe_targets = NIL;	/* open circuits whose probe is due */
-static List *probes_to_send = NIL;
+/* What find_probes() looks for, and what it finds */
+typedef struct ProbeSearch
+{
+	List	   *targets;		/* open circuits whose probe is due */
+	List	   *found;			/* Tracked entries to send as probes */
+} ProbeSearch;
 
 /*
- * For each target in probe_targets, fetch its oldest due message to send as
+ * For each target in search->targets, fetch its oldest due message to send as
  * the probe.  Only a due one: a probe that succeeds is a delivery, and
  * nothing is sent before its time (outbox_send's deliver_at, a retry's
  * backoff).  If the first message is not due yet, the probe waits for it.
  */
 static void
-find_probes(void)
+find_probes(void *arg)
 {
-	Oid			types[] = {TEXTOID};
-	StringInfoData buf;
+	ProbeSearch *search = arg;
 	ListCell   *lc;
 
-	initStringInfo(&buf);
-	foreach(lc, probe_targets)
+	foreach(lc, search->targets)
 	{
 		OutboxTarget *target = lfirst(lc);
-		Datum		values[1];
-		HeapTuple	tup;
-		bool		isnull;
+		MessageRow	row;
 		Tracked    *t;
 		MemoryContext oldcxt;
 
-		values[0] = CStringGetTextDatum(target->name);
-		/*
-		 * A message with a key may probe only if it is the first pending
-		 * message of its key: a probe that succeeds is a delivery, and after
-		 * a failed probe the next one takes another message.
-		 */
-		outbox_execute(&probe_plan,
-					   "SELECT " MESSAGE_COLUMNS ", next_attempt_at <= now()"
-					   "  FROM outbox.messages m"
-					   " WHERE state = 'pending' AND target = $1"
-					   "   AND (key IS NULL OR id = ("
-					   OUTBOX_KEY_HEAD("id", "m.target", "m.key") "))"
-					   " ORDER BY next_attempt_at, id LIMIT 1",
-					   lengthof(types), types, values, NULL, true, 1,
-					   SPI_OK_SELECT);
-		if (SPI_processed == 0)
+		if (!outbox_store_probe(target->name, &row))
 			continue;			/* nothing to probe with */
-		tup = SPI_tuptable->vals[0];
-		if (!DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, MC_NEXT,
-										&isnull)))
+		if (!row.due)
 		{
 			/* Probe when the first message is due, or a new one may be */
-			target->probe_at =
-				Min(target->probe_at,
-					DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-													  MC_NEXT_ATTEMPT_AT,
-													  &isnull)));
+			target->probe_at = Min(target->probe_at, row.next_attempt_at);
 			continue;
 		}
-		t = find_tracked(DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-													 MC_ID, &isnull)));
+		t = outbox_tracked_find(row.id);
 		if (t != NULL && t->state != TRACK_DONE)
 			continue;			/* still in flight from before the circuit opened */
-		t = tracked_entry(message_from_row(tup, SPI_tuptable->tupdesc, &buf),
-						  GetXLogInsertRecPtr(), target, t);
+		t = outbox_tracked_enter(outbox_store_message(&row,
+													  outbox_message_context),
+								 GetXLogInsertRecPtr(), target, t);
 		oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
-		probes_to_send = lappend(probes_to_send, t);
+		search->found = lappend(search->found, t);
 		MemoryContextSwitchTo(oldcxt);
 	}
 }
@@ -1687,6 +1076,7 @@ static void
 send_probes(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	ProbeSearch search = {NIL, NIL};
 	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	ListCell   *lc;
 
@@ -1697,20 +1087,18 @@ send_probes(void)
 		if (target->open && !target->probing && now >= target->probe_at)
 		{
 			target->probe_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
-			probe_targets = lappend(probe_targets, target);
+			search.targets = lappend(search.targets, target);
 		}
 	}
 	MemoryContextSwitchTo(oldcxt);
-	if (probe_targets == NIL)
+	if (search.targets == NIL)
 		return;
 
-	run_in_transaction(find_probes, "find probe messages");
-	foreach(lc, probes_to_send)
-		start_request((Tracked *) lfirst(lc), true);
-	list_free(probes_to_send);
-	probes_to_send = NIL;
-	list_free(probe_targets);
-	probe_targets = NIL;
+	run_in_transaction(find_probes, &search, "find probe messages");
+	foreach(lc, search.found)
+		outbox_request_start((Tracked *) lfirst(lc), true);
+	list_free(search.found);
+	list_free(search.targets);
 }
 
 static TimestampTz
@@ -1742,7 +1130,7 @@ reload_configuration(void)
 	if (secrets_problem_reported)
 		outbox_set_state(&outbox_shared->dispatcher, "delivering");
 	secrets_problem_reported = false;
-	outbox_targets_sync(forget_queue);
+	outbox_targets_sync(outbox_tracked_forget_queue);
 	/* New targets may have messages waiting */
 	rescan();
 }
@@ -1792,7 +1180,7 @@ check_extension(bool scan_requested)
 
 	if (now < next_check && !scan_requested)
 		return;
-	run_in_transaction(noop, "check for the extension");
+	run_in_transaction(noop, NULL, "check for the extension");
 	next_check = TimestampTzPlusMilliseconds(now, EXTENSION_CHECK_MS);
 	if (extension_state == logged)
 		return;
@@ -1845,20 +1233,20 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		scan_wanted = true;
 
 	take_from_ring(ringbuf);
-	sweep_done();
+	outbox_tracked_sweep_done(ring_covers);
 
 	/* Keys to look up; the outcomes held are recorded first */
 	if (outbox_keys_next_lookup(&lookup_at) &&
 		now >= Max(lookup_at, lookup_retry_at))
 	{
-		if (run_in_transaction(fetch_key_heads, "fetch the next message of keys"))
+		if (run_in_transaction(fetch_key_heads, NULL, "fetch the next message of keys"))
 			outbox_keys_looked_up();
 		else
 			lookup_retry_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
 	}
 
 	/* A scan records the outcomes held first; else they wait a little */
-	if (n_outcomes > 0 && now >= outcomes_flush_at)
+	if (outbox_outcomes_held() > 0 && now >= outbox_outcomes_flush_at())
 		flush_outcomes();
 	if (scan_wanted && any_room())
 	{
@@ -1869,7 +1257,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 			scan_restart = false;
 			restart_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
 		}
-		if (!run_in_transaction(scan_table, "scan outbox.messages"))
+		if (!run_in_transaction(scan_table, NULL, "scan outbox.messages"))
 		{
 			scan_wanted = false;
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
@@ -1886,7 +1274,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		send_probes();
 	if (extension_ready && now >= next_prune_at)
 	{
-		if (!run_in_transaction(prune, "remove old delivered messages"))
+		if (!run_in_transaction(prune, NULL, "remove old delivered messages"))
 			next_prune_at = TimestampTzPlusMilliseconds(now, PRUNE_INTERVAL_MS);
 	}
 }
@@ -1924,15 +1312,14 @@ next_timeout(void)
 		next = probe;
 	if (next_prune_at < next)
 		next = next_prune_at;
-	if (n_outcomes > 0 && outcomes_flush_at < next)
-		next = outcomes_flush_at;
+	if (outbox_outcomes_held() > 0 && outbox_outcomes_flush_at() < next)
+		next = outbox_outcomes_flush_at();
 	return Max(0, TimestampDifferenceMilliseconds(now, next));
 }
 
 void
 outbox_dispatcher_main(Datum main_arg)
 {
-	HASHCTL		ctl;
 	StringInfoData ringbuf;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -1971,28 +1358,15 @@ outbox_dispatcher_main(Datum main_arg)
 	outbox_dispatcher_context = AllocSetContextCreate(TopMemoryContext,
 													  "outbox dispatcher",
 													  ALLOCSET_DEFAULT_SIZES);
-	message_context = AllocSetContextCreate(outbox_dispatcher_context,
-											"outbox messages",
-											ALLOCSET_DEFAULT_SIZES);
-	scratch_context = AllocSetContextCreate(outbox_dispatcher_context,
-											"outbox scratch",
-											ALLOCSET_DEFAULT_SIZES);
 	turn_context = AllocSetContextCreate(outbox_dispatcher_context,
 										 "outbox loop turn",
 										 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(outbox_dispatcher_context);
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(TrackedEntry);
-	ctl.hcxt = outbox_dispatcher_context;
-	tracked = hash_create("outbox tracked messages", 4096, &ctl,
-						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	max_outcomes = 64;
-	outcomes = MemoryContextAlloc(outbox_dispatcher_context,
-								  sizeof(Outcome) * max_outcomes);
+	outbox_tracking_init();
 	initStringInfo(&ringbuf);
 	outbox_count(STAT_DISPATCHER_STARTS, 1);
 	started_at_lsn = GetXLogInsertRecPtr();
-	outbox_targets_sync(forget_queue);
+	outbox_targets_sync(outbox_tracked_forget_queue);
 	outbox_http_init();
 
 	for (;;)

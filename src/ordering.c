@@ -25,15 +25,17 @@
  * the retry does not wait behind newer messages for a scan to reach it,
  * holding up its key meanwhile.
  *
+ * This file keeps the state of keys only.  The table check is a query in
+ * store.c (outbox_store_gate()); the walk of the queues that decides which
+ * queued messages it checks, and the fetching of listed keys, are the
+ * dispatcher's (gate_keyed_messages() and fetch_key_heads()).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
 #include "lib/pairingheap.h"
-#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -47,7 +49,6 @@ typedef struct KeyState
 } KeyState;
 
 static HTAB *keys = NULL;
-static SPIPlanPtr gate_plan = NULL;
 
 /* A key to look up at a given time; the strings follow the struct */
 typedef struct KeyLookup
@@ -232,7 +233,7 @@ outbox_keys_looked_up(void)
 	taken = NIL;
 }
 
-/* Forget every key and the saved plan (the extension was recreated) */
+/* Forget every key (the extension was recreated) */
 void
 outbox_keys_forget(void)
 {
@@ -243,49 +244,4 @@ outbox_keys_forget(void)
 	while (lookups != NULL && !pairingheap_is_empty(lookups))
 		pfree(pairingheap_container(KeyLookup, node,
 									pairingheap_remove_first(lookups)));
-	outbox_forget_plan(&gate_plan);
-}
-
-/*
- * Which of these keyed messages may be sent now, as far as the table says?
- * Those that are the first pending message of their key.  Runs inside the
- * caller's transaction with SPI connected; fills ok[].
- *
- * The first of a key is found by a LIMIT subquery, which the planner can
- * only run as an index probe per message.  Written as NOT EXISTS, the query
- * was planned once while the table was small as an anti join that reads
- * every pending keyed message for each message checked.
- */
-void
-outbox_keys_gate(int64 *ids, int n, bool *ok)
-{
-	Oid			types[] = {INT8ARRAYOID};
-	Datum		values[1];
-	Datum	   *elems = palloc(sizeof(Datum) * n);
-
-	for (int i = 0; i < n; i++)
-	{
-		elems[i] = Int64GetDatum(ids[i]);
-		ok[i] = false;
-	}
-	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, true,
-												TYPALIGN_DOUBLE));
-	outbox_execute(&gate_plan,
-				   "SELECT c.i FROM unnest($1) WITH ORDINALITY AS c(id, i)"
-				   "  JOIN outbox.messages m ON m.id = c.id"
-				   " CROSS JOIN LATERAL ("
-				   OUTBOX_KEY_HEAD("id", "m.target", "m.key") ") AS first"
-				   " WHERE first.id = m.id",
-				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
-
-	/* Each row is the position in ids[] (from 1) of a message that may go */
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		int64		i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-													SPI_tuptable->tupdesc,
-													1, &isnull));
-
-		ok[i - 1] = true;
-	}
 }

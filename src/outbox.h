@@ -15,7 +15,11 @@
  *	views.c			functions behind the monitoring views
  *	plugin.c		the logical decoding output plugin
  *	decoder.c		decoder worker: owns the slot, decodes WAL, runs no SQL
- *	dispatcher.c	dispatcher worker: table scans, outcomes, event loop
+ *	dispatcher.c	dispatcher worker: event loop, what to send when
+ *	store.c			the dispatcher's queries on the tables (store.h)
+ *	tracking.c		the messages the dispatcher holds, by id (tracking.h)
+ *	outcomes.c		outcomes held until they are recorded (outcomes.h)
+ *	request.c		building and starting a message's request (request.h)
  *	ordering.c		per-key order
  *	policy.c		failure policy: retries, dead letters, circuit breakers
  *	http.c			libcurl multi driver integrated with a WaitEventSet
@@ -358,7 +362,6 @@ extern List *outbox_keys_due(TimestampTz now);
 extern bool outbox_keys_next_lookup(TimestampTz *at);
 extern void outbox_keys_looked_up(void);
 extern void outbox_keys_forget(void);
-extern void outbox_keys_gate(int64 *ids, int n, bool *ok);
 
 /* ---- signature.c ---- */
 

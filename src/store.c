@@ -1,0 +1,476 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.c
+ *	  Every query the dispatcher runs on outbox.messages and
+ *	  outbox.attempts: the scan of due messages and the time the next one
+ *	  is due, the first message of keys, the probe message of a target, the
+ *	  per-key gate, the recording of outcomes, and retention.
+ *
+ * Keeping them in one place, the way pg_cron keeps its metadata SQL behind
+ * job_metadata.c, lets the queries be read and checked together: they must
+ * agree on the columns a message is read by (MESSAGE_COLUMNS), on the
+ * per-key order (OUTBOX_KEY_HEAD), and on the indexes they are planned for.
+ * Callers get typed results, never SPI tuples; every function runs inside
+ * the caller's transaction with SPI connected (see run_in_transaction() in
+ * dispatcher.c), and what it returns lives until the transaction ends,
+ * except the messages outbox_store_message() builds.
+ *
+ * The plans are made once and saved (see sql.c); outbox_store_reset()
+ * forgets them when the extension is dropped or made again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "outbox.h"
+#include "store.h"
+
+/* Rows removed by one retention pass */
+#define PRUNE_BATCH				1000
+
+/* The columns queries read a message by, and their numbers in a result */
+#define MESSAGE_COLUMNS \
+	"id, target, message_id, message_type, key, headers, payload, attempts," \
+	" next_attempt_at, probe_failures"
+typedef enum MessageColumn
+{
+	MC_ID = 1,
+	MC_TARGET,
+	MC_MESSAGE_ID,
+	MC_MESSAGE_TYPE,
+	MC_KEY,
+	MC_HEADERS,
+	MC_PAYLOAD,
+	MC_ATTEMPTS,
+	MC_NEXT_ATTEMPT_AT,
+	MC_PROBE_FAILURES,
+	MC_NEXT					/* the first column after them */
+} MessageColumn;
+
+/* The outbox.messages the queries read (see check_extension_objects()) */
+static Oid	messages_relid = InvalidOid;
+
+static SPIPlanPtr scan_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr key_head_plan = NULL;
+static SPIPlanPtr outcome_plan = NULL;
+static SPIPlanPtr probe_plan = NULL;
+static SPIPlanPtr gate_plan = NULL;
+static SPIPlanPtr prune_messages_plan = NULL;
+static SPIPlanPtr prune_attempts_plan = NULL;
+
+/*
+ * The queries run on this outbox.messages from now on: forget the plans
+ * made for the one before (the extension was dropped or made again).
+ */
+void
+outbox_store_reset(Oid relid)
+{
+	outbox_forget_plan(&scan_plan);
+	outbox_forget_plan(&next_due_plan);
+	outbox_forget_plan(&key_head_plan);
+	outbox_forget_plan(&outcome_plan);
+	outbox_forget_plan(&probe_plan);
+	outbox_forget_plan(&gate_plan);
+	outbox_forget_plan(&prune_messages_plan);
+	outbox_forget_plan(&prune_attempts_plan);
+	messages_relid = relid;
+}
+
+static Datum
+make_array(Datum *elems, bool *nulls, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, type,
+											  typlen, typbyval, typalign));
+}
+
+/* A text[] of the strings (char *) */
+static Datum
+text_array(List *strings)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(strings), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, strings)
+		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+static char *
+text_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static Jsonb *
+jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbP(d);
+}
+
+static int32
+int32_column(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	return DatumGetInt32(SPI_getbinval(tup, desc, col, &isnull));
+}
+
+/*
+ * Row i of the last query's result, read by MESSAGE_COLUMNS; with_due: the
+ * column after them says whether the message is due.
+ */
+static void
+read_row(uint64 i, bool with_due, MessageRow *row)
+{
+	HeapTuple	tup = SPI_tuptable->vals[i];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+
+	row->id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
+	row->target = text_or_null(tup, desc, MC_TARGET);
+	row->key = text_or_null(tup, desc, MC_KEY);
+	row->next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tup, desc,
+															 MC_NEXT_ATTEMPT_AT,
+															 &isnull));
+	row->due = with_due &&
+		DatumGetBool(SPI_getbinval(tup, desc, MC_NEXT, &isnull));
+	row->tuple = tup;
+	row->desc = desc;
+}
+
+/* Every row of the last query's result */
+static int
+read_rows(bool with_due, MessageRow **rows)
+{
+	*rows = palloc(sizeof(MessageRow) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+		read_row(i, with_due, &(*rows)[i]);
+	return (int) SPI_processed;
+}
+
+/* The row as an OutboxMessage, in cxt */
+OutboxMessage *
+outbox_store_message(const MessageRow *r, MemoryContext cxt)
+{
+	HeapTuple	tup = r->tuple;
+	TupleDesc	desc = r->desc;
+	MemoryContext oldcxt;
+	OutboxMessage row;
+	OutboxMessage *msg;
+	StringInfoData buf;
+
+	memset(&row, 0, sizeof(row));
+	row.id = r->id;
+	row.commit_lsn = InvalidXLogRecPtr;
+	row.relid = messages_relid;
+	row.xid = InvalidTransactionId;
+	row.attempts = int32_column(tup, desc, MC_ATTEMPTS);
+	row.probe_failures = int32_column(tup, desc, MC_PROBE_FAILURES);
+	row.target = text_or_null(tup, desc, MC_TARGET);
+	row.message_id = text_or_null(tup, desc, MC_MESSAGE_ID);
+	row.message_type = text_or_null(tup, desc, MC_MESSAGE_TYPE);
+	row.key = text_or_null(tup, desc, MC_KEY);
+	row.headers = jsonb_or_null(tup, desc, MC_HEADERS);
+	row.payload = jsonb_or_null(tup, desc, MC_PAYLOAD);
+
+	initStringInfo(&buf);
+	outbox_message_encode(&buf, &row);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	msg = outbox_message_decode(buf.data, buf.len);
+	MemoryContextSwitchTo(oldcxt);
+	pfree(buf.data);
+	return msg;
+}
+
+/*
+ * The next rows (at most limit) of the sweep over the due pending messages
+ * of these targets (char *), in (next_attempt_at, id) order after the
+ * position (after_time, after_id).  Returns how many.
+ */
+int
+outbox_store_scan(List *targets, TimestampTz after_time, int64 after_id,
+				  int limit, MessageRow **rows)
+{
+	Oid			types[] = {TEXTARRAYOID, TIMESTAMPTZOID, INT8OID, INT4OID};
+	Datum		values[4];
+
+	values[0] = text_array(targets);
+	values[1] = TimestampTzGetDatum(after_time);
+	values[2] = Int64GetDatum(after_id);
+	values[3] = Int32GetDatum(limit);
+	outbox_execute(&scan_plan,
+				   "SELECT " MESSAGE_COLUMNS
+				   "  FROM outbox.messages"
+				   " WHERE state = 'pending' AND next_attempt_at <= now()"
+				   "   AND target = ANY ($1)"
+				   "   AND (next_attempt_at, id) > ($2, $3)"
+				   " ORDER BY next_attempt_at, id"
+				   " LIMIT $4",
+				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+	return read_rows(false, rows);
+}
+
+/*
+ * When the first pending message of these targets (char *) that is not due
+ * yet becomes due; false if there is none.
+ */
+bool
+outbox_store_next_due(List *targets, TimestampTz *at)
+{
+	Oid			due_types[] = {TEXTARRAYOID};
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
+
+	values[0] = text_array(targets);
+	outbox_execute(&next_due_plan,
+				   "SELECT min(next_attempt_at) FROM outbox.messages"
+				   " WHERE state = 'pending' AND next_attempt_at > now()"
+				   "   AND target = ANY ($1)",
+				   lengthof(due_types), due_types, values, NULL, true, 1,
+				   SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		return false;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return false;
+	*at = DatumGetTimestampTz(d);
+	return true;
+}
+
+/*
+ * The first pending message of each of these keys (OutboxKey *), the only
+ * one of its key that may be sent (OUTBOX_KEY_HEAD), with whether it is
+ * due.  One index probe per key, however many messages wait.  Returns how
+ * many rows.
+ */
+int
+outbox_store_key_heads(List *keys, MessageRow **rows)
+{
+	Oid			types[] = {TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[2];
+	List	   *targets = NIL;
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	foreach(lc, keys)
+	{
+		OutboxKey  *k = lfirst(lc);
+
+		targets = lappend(targets, k->target);
+		names = lappend(names, k->key);
+	}
+	values[0] = text_array(targets);
+	values[1] = text_array(names);
+	outbox_execute(&key_head_plan,
+				   "SELECT m.*, m.next_attempt_at <= now()"
+				   "  FROM unnest($1, $2) AS k(target, key)"
+				   " CROSS JOIN LATERAL ("
+				   OUTBOX_KEY_HEAD(MESSAGE_COLUMNS, "k.target", "k.key") ") AS m",
+				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+	return read_rows(true, rows);
+}
+
+/*
+ * The message to probe the target's open circuit with: its oldest pending
+ * one, with whether it is due.  False if it has none.
+ */
+bool
+outbox_store_probe(const char *target, MessageRow *row)
+{
+	Oid			types[] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(target);
+	/*
+	 * A message with a key may probe only if it is the first pending
+	 * message of its key: a probe that succeeds is a delivery, and after
+	 * a failed probe the next one takes another message.
+	 */
+	outbox_execute(&probe_plan,
+				   "SELECT " MESSAGE_COLUMNS ", next_attempt_at <= now()"
+				   "  FROM outbox.messages m"
+				   " WHERE state = 'pending' AND target = $1"
+				   "   AND (key IS NULL OR id = ("
+				   OUTBOX_KEY_HEAD("id", "m.target", "m.key") "))"
+				   " ORDER BY next_attempt_at, id LIMIT 1",
+				   lengthof(types), types, values, NULL, true, 1,
+				   SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	read_row(0, true, row);
+	return true;
+}
+
+/*
+ * Which of these keyed messages may be sent now, as far as the table says?
+ * Those that are the first pending message of their key (see ordering.c).
+ * Fills ok[].
+ *
+ * The first of a key is found by a LIMIT subquery, which the planner can
+ * only run as an index probe per message.  Written as NOT EXISTS, the query
+ * was planned once while the table was small as an anti join that reads
+ * every pending keyed message for each message checked.
+ */
+void
+outbox_store_gate(int64 *ids, int n, bool *ok)
+{
+	Oid			types[] = {INT8ARRAYOID};
+	Datum		values[1];
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		elems[i] = Int64GetDatum(ids[i]);
+		ok[i] = false;
+	}
+	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, true,
+												TYPALIGN_DOUBLE));
+	outbox_execute(&gate_plan,
+				   "SELECT c.i FROM unnest($1) WITH ORDINALITY AS c(id, i)"
+				   "  JOIN outbox.messages m ON m.id = c.id"
+				   " CROSS JOIN LATERAL ("
+				   OUTBOX_KEY_HEAD("id", "m.target", "m.key") ") AS first"
+				   " WHERE first.id = m.id",
+				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
+
+	/* Each row is the position in ids[] (from 1) of a message that may go */
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc,
+													1, &isnull));
+
+		ok[i - 1] = true;
+	}
+}
+
+/* Record these outcomes: the messages' new state, and their attempts */
+void
+outbox_store_outcomes(const Outcome *outcomes, int n)
+{
+	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+	INT4ARRAYOID};
+	Oid			elemtypes[] = {INT8OID, TEXTOID, INT4OID, INT4OID, TEXTOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, INT4OID};
+	Datum		values[lengthof(types)];
+	Datum	   *cols[lengthof(types)];
+	bool	   *nulls[lengthof(types)];
+
+	for (int c = 0; c < lengthof(types); c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		const Outcome *o = &outcomes[i];
+
+		cols[0][i] = Int64GetDatum(o->id);
+		cols[1][i] = CStringGetTextDatum(outbox_state_name(o->state));
+		cols[2][i] = Int32GetDatum(o->attempts);
+		cols[3][i] = Int32GetDatum(o->status);
+		nulls[3][i] = (o->status == 0);
+		cols[4][i] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+		nulls[4][i] = (o->error == NULL);
+		cols[5][i] = TimestampTzGetDatum(o->delivered_at);
+		nulls[5][i] = (o->delivered_at == 0);
+		cols[6][i] = TimestampTzGetDatum(o->next_attempt_at);
+		nulls[6][i] = (o->next_attempt_at == 0);
+		cols[7][i] = Int32GetDatum(o->attempt);
+		cols[8][i] = TimestampTzGetDatum(o->started_at);
+		cols[9][i] = TimestampTzGetDatum(o->finished_at);
+		cols[10][i] = Int32GetDatum(o->probe_failures);
+	}
+	for (int c = 0; c < lengthof(types); c++)
+		values[c] = make_array(cols[c], nulls[c], n, elemtypes[c]);
+
+	/*
+	 * The messages' new state, and one outbox.attempts row per attempt.
+	 * "Not finished" rather than "pending": the plan is made once, and the
+	 * partial index of pending rows must not tempt it into reading them all
+	 * when a backlog makes them many.  The counts never go down, whatever
+	 * copy of a message an outcome comes from.
+	 */
+	outbox_execute(&outcome_plan,
+				   "WITH o AS ("
+				   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+				   "                       $11)"
+				   "    AS o(id, state, attempts, status, error, delivered_at,"
+				   "         next_at, attempt, started_at, finished_at,"
+				   "         probe_failures)),"
+				   " a AS ("
+				   "  INSERT INTO outbox.attempts"
+				   "    (message, attempt, started_at, duration, status, error)"
+				   "  SELECT id, attempt, started_at, finished_at - started_at,"
+				   "         status, error FROM o)"
+				   "UPDATE outbox.messages AS m"
+				   "   SET state = o.state,"
+				   "       attempts = greatest(m.attempts, o.attempts),"
+				   "       probe_failures = greatest(m.probe_failures, o.probe_failures),"
+				   "       last_status = o.status, last_error = o.error,"
+				   "       delivered_at = o.delivered_at,"
+				   "       next_attempt_at = coalesce(o.next_at, m.next_attempt_at)"
+				   "  FROM o"
+				   " WHERE m.id = o.id AND m.state NOT IN ('delivered', 'dead')",
+				   lengthof(types), types, values, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+/*
+ * Remove one batch of delivered messages and of attempt rows older than
+ * retention (seconds).  Small batches in short transactions hold no long
+ * locks and let VACUUM reuse the space, so the tables level off.  Returns
+ * true if a batch was full: there is more to remove.
+ */
+bool
+outbox_store_prune(int retention)
+{
+	Oid			types[] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(retention)};
+	uint64		removed;
+
+	outbox_execute(&prune_messages_plan,
+				   "DELETE FROM outbox.messages WHERE id IN ("
+				   "  SELECT id FROM outbox.messages"
+				   "   WHERE state = 'delivered'"
+				   "     AND delivered_at < now() - make_interval(secs => $1)"
+				   "   ORDER BY delivered_at LIMIT " CppAsString2(PRUNE_BATCH) ")",
+				   lengthof(types), types, values, NULL, false, 0,
+				   SPI_OK_DELETE);
+	removed = SPI_processed;
+	outbox_execute(&prune_attempts_plan,
+				   "DELETE FROM outbox.attempts WHERE ctid = ANY (ARRAY("
+				   "  SELECT ctid FROM outbox.attempts"
+				   "   WHERE started_at < now() - make_interval(secs => $1)"
+				   "   LIMIT " CppAsString2(PRUNE_BATCH) "))",
+				   lengthof(types), types, values, NULL, false, 0,
+				   SPI_OK_DELETE);
+	removed = Max(removed, SPI_processed);
+	return removed == PRUNE_BATCH;
+}
