@@ -93,6 +93,8 @@
 #define SCAN_BATCH				1000
 /* Messages a target may hold in its queue; more wait in the table */
 #define TARGET_QUEUE_CAP		1000
+/* Look again this soon for a probe whose message was still in flight */
+#define PROBE_RECHECK_MS		200
 /* Scan at least this often, whatever else happens (safety net) */
 #define SAFETY_SCAN_MS			5000
 /* How often to look for CREATE EXTENSION while it has not run */
@@ -1057,7 +1059,18 @@ find_probes(void *arg)
 		}
 		t = outbox_tracked_find(row.id);
 		if (t != NULL && t->state != TRACK_DONE)
-			continue;			/* still in flight from before the circuit opened */
+		{
+			/*
+			 * Still in flight from before the circuit opened: its answer
+			 * sets no probe time, so look again soon rather than after
+			 * SAFETY_SCAN_MS.
+			 */
+			target->probe_at =
+				Min(target->probe_at,
+					TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												PROBE_RECHECK_MS));
+			continue;
+		}
 		t = outbox_tracked_enter(outbox_store_message(&row,
 													  outbox_message_context),
 								 GetXLogInsertRecPtr(), target, t);
