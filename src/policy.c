@@ -241,7 +241,7 @@ update_target(OutboxTarget *target, OutboxHttpResult *r, bool probe,
 				(errmsg("outbox target \"%s\" failed %d times in a row; its circuit is open",
 						target->name, target->failures),
 				 errdetail("Last error: %s", target->last_error),
-				 errhint("Its messages wait without spending attempts; probes are sent until it answers with 2xx.")));
+				 errhint("Its messages wait; probes are sent until it answers with 2xx, and failed probes do not count toward outbox.max_attempts.")));
 	}
 }
 
