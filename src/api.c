@@ -18,7 +18,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -266,16 +265,8 @@ check_target(const char *target)
 static void
 lock_key(const char *target, const char *key)
 {
-	StringInfoData buf;
-	uint64		hash;
+	uint64		hash = outbox_key_hash(target, key);
 	LOCKTAG		tag;
-
-	/* target cannot contain a NUL, so "target\0key" is unambiguous */
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, target, strlen(target) + 1);
-	appendStringInfoString(&buf, key);
-	hash = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
-	pfree(buf.data);
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hash >> 32),
 						 (uint32) hash, OUTBOX_KEY_LOCK_FIELD4);

@@ -316,9 +316,12 @@ drop_idle_slot(const char *name, const char *why)
 static void
 drop_previous_slot(void)
 {
-	drop_idle_slot(outbox_shared->previous_slot_name,
-				   psprintf("it was used before the list of databases changed; the slot is now \"%s\"",
-							slot_name));
+	char		why[NAMEDATALEN + 100];
+
+	snprintf(why, sizeof(why),
+			 "it was used before the list of databases changed; the slot is now \"%s\"",
+			 slot_name);
+	drop_idle_slot(outbox_shared->previous_slot_name, why);
 }
 
 static void

@@ -25,6 +25,8 @@
 
 #include <ctype.h>
 
+#include "common/hashfn.h"
+
 #include "outbox.h"
 
 static void
@@ -162,6 +164,21 @@ outbox_message_free(OutboxMessage *msg)
 {
 	pfree(msg->data);
 	pfree(msg);
+}
+
+/*
+ * The hash of a (target, key), by which the producers of a key serialise
+ * (api.c) and the dispatcher keeps the state of a key (ordering.c).  Two
+ * keys may share a hash: then they are ordered together, which delays but
+ * never reorders.
+ */
+uint64
+outbox_key_hash(const char *target, const char *key)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) target,
+										strlen(target), 0);
+
+	return hash_bytes_extended((const unsigned char *) key, strlen(key), h);
 }
 
 /*

@@ -34,7 +34,6 @@
  */
 #include "postgres.h"
 
-#include "common/hashfn.h"
 #include "lib/pairingheap.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -64,23 +63,10 @@ static pairingheap *lookups = NULL;
 /* Keys handed to the dispatcher and not looked up yet (KeyLookup) */
 static List *taken = NIL;
 
-/*
- * Two keys may share a hash: then they are ordered together, which delays
- * but never reorders.
- */
-static uint64
-key_hash(const char *target, const char *key)
-{
-	uint64		h = hash_bytes_extended((const unsigned char *) target,
-										strlen(target), 0);
-
-	return hash_bytes_extended((const unsigned char *) key, strlen(key), h);
-}
-
 static KeyState *
 key_state(const char *target, const char *key, bool create)
 {
-	uint64		hash = key_hash(target, key);
+	uint64		hash = outbox_key_hash(target, key);
 	bool		found;
 	KeyState   *ks;
 

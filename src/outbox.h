@@ -242,6 +242,7 @@ extern XLogRecPtr outbox_message_commit_lsn(const char *buf, uint32 len);
 extern OutboxMessage *outbox_message_decode(const char *buf, uint32 len);
 extern void outbox_message_free(OutboxMessage *msg);
 extern char *outbox_webhook_id(int64 id, const char *message_id);
+extern uint64 outbox_key_hash(const char *target, const char *key);
 
 typedef void (*OutboxHeaderFn) (const char *name, int name_len,
 								const JsonbValue *value, void *arg);

@@ -171,7 +171,6 @@ is_new_wal_message(PluginState *state, HeapTuple tuple, TupleDesc desc)
 	bool		isnull;
 	Datum		d;
 	char	   *row_state;
-	bool		pending;
 
 	d = column(state, tuple, desc, COL_VIA_WAL, &isnull);
 	if (isnull || !DatumGetBool(d))
@@ -180,8 +179,7 @@ is_new_wal_message(PluginState *state, HeapTuple tuple, TupleDesc desc)
 	if (isnull || DatumGetInt32(d) != 0)
 		return false;
 	row_state = column_text(state, tuple, desc, COL_STATE);
-	pending = row_state != NULL && strcmp(row_state, "pending") == 0;
-	return pending;
+	return row_state != NULL && strcmp(row_state, "pending") == 0;
 }
 
 static void
