@@ -31,7 +31,7 @@ default_version=$(sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'
 deb_version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 host_major=$(/usr/share/postgresql-common/supported-versions 2>/dev/null | tail -n 1 || true)
 
-work=$(mktemp -d /var/tmp/outbox-packages.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/outbox-packages.XXXXXX")
 status=0
 summary=()
 
