@@ -66,7 +66,8 @@ in_root() {
 }
 export OUTBOX_TEST_TIMEOUT=${OUTBOX_TEST_TIMEOUT:-30}
 
-# Build postgresql-$1-outbox into $work/$1; prints the path of the .deb
+# Build postgresql-$1-outbox into $work/$1; prints the path of the .deb.
+# One make job, niced: the machine's cores are shared.
 build_package() {
     local v=$1 out=$work/$1 log=$work/$1/build.log broot rel deb
     if [[ $v == "$host_major" ]]; then
@@ -76,7 +77,7 @@ build_package() {
             dpkg-checkbuilddeps 2>/dev/null || apt-get build-dep -y -q . >/dev/null
             # debian/control is the one committed, generated on this
             # distribution: pg_buildext checkcontrol fails if it is stale
-            nice dpkg-buildpackage -us -uc -b
+            nice dpkg-buildpackage -us -uc -b --jobs=1
         ) >"$log" 2>&1 || { tail -n 40 "$log" >&2; return 1; }
         mv "$out"/src/*.deb "$out/"
         rm -rf "$out/src"
@@ -90,7 +91,7 @@ build_package() {
         in_root "$broot" /bin/sh -ec "
             cd $rel/outbox
             dpkg-checkbuilddeps 2>/dev/null || { apt-get update -q && apt-get build-dep -y -q .; } >/dev/null
-            PG_UPDATECONTROL=yes nice dpkg-buildpackage -us -uc -b" >"$log" 2>&1 ||
+            PG_UPDATECONTROL=yes nice dpkg-buildpackage -us -uc -b --jobs=1" >"$log" 2>&1 ||
             { tail -n 40 "$log" >&2; rm -rf "${broot:?}$rel"; return 1; }
         cp "$broot$rel"/*.deb "$out/"
         rm -rf "${broot:?}$rel"
