@@ -30,6 +30,7 @@ read -r -a majors <<<"${OUTBOX_PG_MAJORS:-15 17 18}"
 default_version=$(sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" outbox.control)
 deb_version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 host_major=$(/usr/share/postgresql-common/supported-versions 2>/dev/null | tail -n 1 || true)
+[[ -f test/pgroot.sh ]] || { echo "test/packages.sh: test/pgroot.sh (the build and clean roots) is missing" >&2; exit 2; }
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/outbox-packages.XXXXXX")
 status=0
@@ -139,7 +140,7 @@ install_and_deliver() {
     log=$work/$v/install.log
     croot=$(bash test/pgroot.sh --clean "$v") || return 1
     r=$work/$v/root
-    cp -a "$croot" "$r"
+    cp -a --reflink=auto "$croot" "$r"
     mkdir -p "$r/tmp/outbox-src/test" "$r/tmp/outbox-src/conf" "$r/tmp/outbox-src/debian/tests"
     cp test/receiver.py "$r/tmp/outbox-src/test/"
     cp conf/outbox.conf "$r/tmp/outbox-src/conf/"
