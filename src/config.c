@@ -214,6 +214,11 @@ trim(const char *start, const char **end)
  * on out of memory; on bad syntax, a list whose "problem" says what is
  * wrong.  Problems name the entry by position and name only: values may be
  * secrets.
+ *
+ * Not SplitGUCList(): it ends an unquoted element at white space and
+ * refuses empty elements, so "orders = http://..." and a trailing comma,
+ * accepted since the first release, would stop working; and its double
+ * quotes would change what a value may hold.
  */
 static PairList *
 parse_pairs(const char *value, char sep, const char *what)

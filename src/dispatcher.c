@@ -1094,22 +1094,11 @@ find_probes(void *arg)
 static void
 send_probes(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	ProbeSearch search = {NIL, NIL};
-	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	ListCell   *lc;
 
-	foreach(lc, outbox_target_all())
-	{
-		OutboxTarget *target = lfirst(lc);
-
-		if (target->open && !target->probing && now >= target->probe_at)
-		{
-			target->probe_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
-			search.targets = lappend(search.targets, target);
-		}
-	}
-	MemoryContextSwitchTo(oldcxt);
+	search.targets = outbox_targets_to_probe(GetCurrentTimestamp(),
+											 SAFETY_SCAN_MS);
 	if (search.targets == NIL)
 		return;
 
@@ -1118,23 +1107,6 @@ send_probes(void)
 		outbox_request_start((Tracked *) lfirst(lc), true);
 	list_free(search.found);
 	list_free(search.targets);
-}
-
-static TimestampTz
-next_probe_at(void)
-{
-	TimestampTz next = 0;
-	ListCell   *lc;
-
-	foreach(lc, outbox_target_all())
-	{
-		OutboxTarget *target = lfirst(lc);
-
-		if (target->open && !target->probing &&
-			(next == 0 || target->probe_at < next))
-			next = target->probe_at;
-	}
-	return next;
 }
 
 /* ---- the loop ---- */
@@ -1305,7 +1277,7 @@ next_timeout(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz next;
-	TimestampTz probe = next_probe_at();
+	TimestampTz probe = outbox_next_probe_at();
 	TimestampTz lookup_at;
 	bool		room;
 

@@ -302,6 +302,49 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 	}
 }
 
+/*
+ * The open circuits whose probe is due at "now", in a list made in the
+ * current memory context.  Each one's next probe is set "recheck_ms"
+ * later, until the outcome of the probe sets it: there may be nothing to
+ * probe with, or its message may still be in flight.
+ */
+List *
+outbox_targets_to_probe(TimestampTz now, int recheck_ms)
+{
+	List	   *due = NIL;
+	ListCell   *lc;
+
+	foreach(lc, targets)
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (target->open && !target->probing && now >= target->probe_at)
+		{
+			target->probe_at = TimestampTzPlusMilliseconds(now, recheck_ms);
+			due = lappend(due, target);
+		}
+	}
+	return due;
+}
+
+/* When the next probe is due, or 0 if no circuit is waiting for one */
+TimestampTz
+outbox_next_probe_at(void)
+{
+	TimestampTz next = 0;
+	ListCell   *lc;
+
+	foreach(lc, targets)
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (target->open && !target->probing &&
+			(next == 0 || target->probe_at < next))
+			next = target->probe_at;
+	}
+	return next;
+}
+
 const char *
 outbox_state_name(OutboxState state)
 {

@@ -62,6 +62,8 @@ extern void outbox_judge(OutboxTarget *target, int32 attempts,
 						 int32 probe_failures, bool probe,
 						 OutboxHttpResult *result, TimestampTz now,
 						 OutboxVerdict *verdict);
+extern List *outbox_targets_to_probe(TimestampTz now, int recheck_ms);
+extern TimestampTz outbox_next_probe_at(void);
 extern void outbox_targets_publish(void);
 
 #endif							/* OUTBOX_POLICY_H */
