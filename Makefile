@@ -5,6 +5,7 @@ MODULE_big = outbox
 OBJS = \
 	src/api.o \
 	src/config.o \
+	src/databases.o \
 	src/decoder.o \
 	src/dispatcher.o \
 	src/http.o \
@@ -14,6 +15,7 @@ OBJS = \
 	src/outbox.o \
 	src/plugin.o \
 	src/policy.o \
+	src/policy_test.o \
 	src/request.o \
 	src/shmem.o \
 	src/signature.o \
@@ -26,10 +28,11 @@ PGFILEDESC = "outbox - transactional outbox delivering webhooks"
 
 SHLIB_LINK = -lcurl
 PG_CPPFLAGS = -DOUTBOX_VERSION=\"$(EXTVERSION)\"
-PG_CFLAGS = -Wall -Werror
+PG_CFLAGS = -Wall -Werror -MMD -MP
+EXTRA_CLEAN = $(OBJS:.o=.d)
 
 # pg_regress: the SQL surface, on a throwaway instance of its own
-REGRESS = api errors privileges upgrade
+REGRESS = api errors policy privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 
 # isolation tests: producers racing one another (specs/), on an instance of
@@ -49,5 +52,5 @@ include $(PGXS)
 # After PGXS, which sets it: where prove finds OutboxTest.pm
 PG_PROVE_FLAGS += -I $(srcdir)/test/lib
 
-# Every file includes the shared header, some the dispatcher's own
-$(OBJS): $(wildcard src/*.h)
+# Each object's header dependencies, as the compiler found them (-MMD)
+-include $(OBJS:.o=.d)

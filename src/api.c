@@ -27,7 +27,11 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "config.h"
+#include "message.h"
 #include "outbox.h"
+#include "shmem.h"
+#include "sql.h"
 
 PG_FUNCTION_INFO_V1(outbox_queue);
 PG_FUNCTION_INFO_V1(outbox_send);

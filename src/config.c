@@ -5,11 +5,9 @@
  *
  * outbox.targets is parsed once by its check hook into a single malloc'd
  * block (the GUC machinery owns and frees "extra" data), so every process
- * looks targets up without re-parsing the string.
- *
- * The databases the workers serve (outbox.databases, or the one-database
- * form outbox.database) are fixed at server start: the postmaster parses
- * them once, with their slot names, and every process inherits the list.
+ * looks targets up without re-parsing the string.  The database and slot
+ * settings are checked and turned into the list of databases served by
+ * databases.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,18 +21,16 @@
 #include <curl/curl.h>
 
 #include "common/base64.h"
-#include "common/hashfn.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "replication/slot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/varlena.h"
 
+#include "config.h"
+#include "databases.h"
 #include "outbox.h"
 
-char	   *outbox_database = NULL;
-char	   *outbox_databases = NULL;
 char	   *outbox_targets = NULL;
 char	   *outbox_slot_name = NULL;
 char	   *outbox_secrets = NULL;
@@ -91,12 +87,6 @@ static char *proxy_url = NULL;
 
 /* Placeholder for a secret or credentials in what others can see */
 #define MASK "***"
-
-/* The databases served, and their slots; set in the postmaster */
-static int	n_databases = 0;
-static NameData *database_names = NULL;
-static NameData *database_slots = NULL;
-static NameData *database_previous_slots = NULL;
 
 static bool
 valid_target_name(const char *name, int len)
@@ -224,6 +214,11 @@ trim(const char *start, const char **end)
  * on out of memory; on bad syntax, a list whose "problem" says what is
  * wrong.  Problems name the entry by position and name only: values may be
  * secrets.
+ *
+ * Not SplitGUCList(): it ends an unquoted element at white space and
+ * refuses empty elements, so "orders = http://..." and a trailing comma,
+ * accepted since the first release, would stop working; and its double
+ * quotes would change what a value may hold.
  */
 static PairList *
 parse_pairs(const char *value, char sep, const char *what)
@@ -755,242 +750,6 @@ outbox_hide_secrets_in_log(void)
 	emit_log_hook = hide_secrets;
 }
 
-/*
- * The slot-name and database settings are checked by load_databases() when
- * the postmaster loads the library: a check hook refusing the value of a
- * preloaded library's PGC_POSTMASTER setting only makes a WARNING, and the
- * server would start with the default.  Later (a reload, ALTER SYSTEM) the
- * hooks check what they can, so that mistakes show at once.
- */
-static bool
-check_slot_name(char **newval, void **extra, GucSource source)
-{
-	if (process_shared_preload_libraries_in_progress)
-		return true;
-	return ReplicationSlotValidateName(*newval, WARNING);
-}
-
-/*
- * Why a list of database names cannot be served, or NULL; *hint gets the
- * fix.
- */
-static char *
-database_list_problem(List *names, const char **hint)
-{
-	ListCell   *lc;
-
-	foreach(lc, names)
-	{
-		const char *name = lfirst(lc);
-
-		if (strlen(name) >= NAMEDATALEN)
-		{
-			*hint = psprintf("Database names are at most %d bytes long.",
-							 NAMEDATALEN - 1);
-			return psprintf("database name \"%s\" is too long", name);
-		}
-		for (ListCell *other = list_head(names); other != lc;
-			 other = lnext(names, other))
-		{
-			if (strcmp(lfirst(other), name) == 0)
-			{
-				*hint = "List each database once.";
-				return psprintf("database \"%s\" is listed twice", name);
-			}
-		}
-	}
-	return NULL;
-}
-
-/*
- * outbox.databases: a comma-separated list of database names (double quotes
- * keep commas, spaces and case), each listed once.
- */
-static bool
-check_databases(char **newval, void **extra, GucSource source)
-{
-	char	   *raw;
-	List	   *names;
-	char	   *problem;
-	const char *hint;
-
-	if (process_shared_preload_libraries_in_progress)
-		return true;
-	raw = pstrdup(*newval);
-	if (!SplitGUCList(raw, ',', &names))
-	{
-		GUC_check_errdetail("List syntax is invalid.");
-		return false;
-	}
-	problem = database_list_problem(names, &hint);
-	if (problem)
-	{
-		GUC_check_errdetail("%c%s.", pg_toupper((unsigned char) problem[0]),
-							problem + 1);
-		GUC_check_errhint("%s", hint);
-	}
-	list_free(names);
-	pfree(raw);
-	return problem == NULL;
-}
-
-/*
- * The slot of a database when several are served: outbox.slot_name, "_",
- * then the database name when it is a valid slot name on its own; other
- * names are folded to [a-z0-9_] and followed by a hash of the real name, so
- * two databases never share a slot.
- */
-static void
-database_slot_name(const char *database, char *slot)
-{
-	char		folded[NAMEDATALEN];
-	bool		changed = false;
-	int			len = 0;
-
-	for (const char *p = database; *p; p++)
-	{
-		unsigned char c = (unsigned char) *p;
-
-		if (islower(c) || isdigit(c) || c == '_')
-			folded[len++] = c;
-		else
-		{
-			folded[len++] = isupper(c) ? tolower(c) : '_';
-			changed = true;
-		}
-	}
-	folded[len] = '\0';
-
-	if (!changed && strlen(outbox_slot_name) + 1 + len < NAMEDATALEN)
-		snprintf(slot, NAMEDATALEN, "%s_%s", outbox_slot_name, folded);
-	else
-	{
-		/* base, "_", as much of the folded name as fits, "_", 8 hex digits */
-		int			room = NAMEDATALEN - 1 - strlen(outbox_slot_name) - 10;
-
-		snprintf(slot, NAMEDATALEN, "%s_%.*s_%08x", outbox_slot_name,
-				 Max(room, 0), folded,
-				 hash_bytes((const unsigned char *) database,
-							strlen(database)));
-	}
-}
-
-/*
- * Fix the list of databases at server start.  outbox.databases wins over
- * outbox.database; one database keeps outbox.slot_name as its slot name.
- * A setting that cannot be served stops the server from starting.
- */
-static void
-load_databases(void)
-{
-	char	   *raw;
-	List	   *names = NIL;
-	char	   *problem;
-	const char *hint;
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-	ReplicationSlotValidateName(outbox_slot_name, ERROR);
-	/*
-	 * The slot names of the other naming scheme (see database_slot_name)
-	 * must be longer than outbox.slot_name itself, or the decoder would drop
-	 * its own slot as a leftover.
-	 */
-	if (strlen(outbox_slot_name) > OUTBOX_SLOT_NAME_MAXLEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"outbox.slot_name\" is too long: \"%s\"",
-						outbox_slot_name),
-				 errhint("outbox.slot_name is at most %d bytes long, since the slot names made from it add up to 10 bytes.",
-						 OUTBOX_SLOT_NAME_MAXLEN)));
-
-	raw = pstrdup(outbox_databases);
-	if (!SplitGUCList(raw, ',', &names))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list syntax in parameter \"outbox.databases\""),
-				 errhint("Write the database names separated by commas, in double quotes if they contain commas, spaces or capital letters.")));
-	if (names == NIL)
-		names = list_make1(pstrdup(outbox_database));
-	problem = database_list_problem(names, &hint);
-	if (problem)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s in \"%s\"", problem,
-						outbox_databases[0] ? "outbox.databases" : "outbox.database"),
-				 errhint("%s", hint)));
-
-	n_databases = list_length(names);
-	database_names = palloc0(sizeof(NameData) * n_databases);
-	database_slots = palloc0(sizeof(NameData) * n_databases);
-	database_previous_slots = palloc0(sizeof(NameData) * n_databases);
-	for (int i = 0; i < n_databases; i++)
-	{
-		NameData	one,
-					several;
-
-		namestrcpy(&database_names[i], list_nth(names, i));
-		namestrcpy(&one, outbox_slot_name);
-		database_slot_name(list_nth(names, i), NameStr(several));
-		database_slots[i] = (n_databases == 1) ? one : several;
-		database_previous_slots[i] = (n_databases == 1) ? several : one;
-		for (int j = 0; j < i; j++)
-			if (strcmp(NameStr(database_slots[j]), NameStr(database_slots[i])) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("databases \"%s\" and \"%s\" in \"outbox.databases\" would share the replication slot \"%s\"",
-								NameStr(database_names[j]),
-								NameStr(database_names[i]),
-								NameStr(database_slots[i])),
-						 errhint("Rename one of the databases.")));
-	}
-	MemoryContextSwitchTo(old);
-}
-
-int
-outbox_database_count(void)
-{
-	return n_databases;
-}
-
-const char *
-outbox_database_name(int i)
-{
-	Assert(i >= 0 && i < n_databases);
-	return NameStr(database_names[i]);
-}
-
-const char *
-outbox_database_slot(int i)
-{
-	Assert(i >= 0 && i < n_databases);
-	return NameStr(database_slots[i]);
-}
-
-/*
- * The slot the database had under the other naming scheme: with several
- * databases, the one-database name, and the other way round.
- */
-/*
- * What tells this database's messages apart from other databases' in
- * webhook ids derived from row ids: nothing with one database, else the
- * part of its slot name after outbox.slot_name and "_".
- */
-const char *
-outbox_database_tag(int i)
-{
-	Assert(i >= 0 && i < n_databases);
-	if (n_databases == 1)
-		return "";
-	return NameStr(database_slots[i]) + strlen(outbox_slot_name) + 1;
-}
-
-const char *
-outbox_database_previous_slot(int i)
-{
-	Assert(i >= 0 && i < n_databases);
-	return NameStr(database_previous_slots[i]);
-}
-
 const char *
 outbox_target_url(const char *name)
 {
@@ -1083,7 +842,7 @@ outbox_define_gucs(void)
 								   "",
 								   PGC_POSTMASTER,
 								   GUC_LIST_INPUT,
-								   check_databases, NULL, NULL);
+								   outbox_check_databases, NULL, NULL);
 
 		DefineCustomStringVariable("outbox.slot_name",
 								   "Logical replication slot used by the outbox decoder.",
@@ -1092,7 +851,7 @@ outbox_define_gucs(void)
 								   "outbox",
 								   PGC_POSTMASTER,
 								   0,
-								   check_slot_name, NULL, NULL);
+								   outbox_check_slot_name, NULL, NULL);
 	}
 
 	DefineCustomStringVariable("outbox.targets",
@@ -1216,6 +975,6 @@ outbox_define_gucs(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		MarkGUCPrefixReserved("outbox");
-		load_databases();
+		outbox_load_databases();
 	}
 }

@@ -35,7 +35,12 @@
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
+#include "config.h"
+#include "databases.h"
+#include "decoder.h"
+#include "message.h"
 #include "outbox.h"
+#include "shmem.h"
 
 /* How long the decoder sleeps when nobody wakes it (async commits, 2PC) */
 #define DECODER_NAPTIME_MS		1000
@@ -47,10 +52,6 @@
 #define DECODER_GATHER_MS		1
 /* Recheck a condition that only an administrator can fix */
 #define DECODER_RECHECK_MS		10000
-
-/* This decoder's database and slot (see outbox_database_slot()) */
-#define slot_name		(outbox_shared->slot_name)
-#define database_name	(outbox_shared->database)
 
 static bool ring_overflowed = false;
 static int	messages_since_wake = 0;
@@ -169,13 +170,13 @@ wait_until_ready(void)
 			outbox_set_state(&outbox_shared->decoder, missing ?
 							 "waiting for CREATE EXTENSION outbox" :
 							 "waiting for ALTER EXTENSION outbox UPDATE");
-			drop_idle_slot(slot_name, missing ?
+			drop_idle_slot(outbox_shared->slot_name, missing ?
 						   "the extension is not installed" :
 						   "the extension must be updated");
 			if (!logged_extension && missing)
 				ereport(LOG,
 						(errmsg("outbox decoder is waiting for CREATE EXTENSION outbox in database \"%s\"",
-								database_name)));
+								outbox_shared->database)));
 			logged_extension = true;
 			decoder_sleep(DECODER_RECHECK_MS);
 			continue;
@@ -184,7 +185,7 @@ wait_until_ready(void)
 		{
 			outbox_set_state(&outbox_shared->decoder,
 							 "misconfigured: output_plugin_libraries does not list outbox");
-			drop_idle_slot(slot_name,
+			drop_idle_slot(outbox_shared->slot_name,
 						   "output_plugin_libraries does not list outbox");
 			if (!logged_plugin)
 				ereport(LOG,
@@ -217,7 +218,7 @@ create_slot(void)
 {
 	LogicalDecodingContext *ctx;
 
-	ReplicationSlotCreate(slot_name, true, RS_EPHEMERAL, false);
+	ReplicationSlotCreate(outbox_shared->slot_name, true, RS_EPHEMERAL, false);
 	ctx = CreateInitDecodingContext(OUTBOX_PLUGIN_NAME, NIL, false,
 									InvalidXLogRecPtr, page_reader(),
 									NULL, NULL, NULL);
@@ -227,7 +228,7 @@ create_slot(void)
 	ReplicationSlotRelease();
 	ereport(LOG,
 			(errmsg("outbox decoder created replication slot \"%s\"",
-					slot_name)));
+					outbox_shared->slot_name)));
 }
 
 /*
@@ -241,14 +242,14 @@ acquire_slot(void)
 {
 	ReplicationSlot *slot;
 
-	slot = SearchNamedReplicationSlot(slot_name, true);
+	slot = SearchNamedReplicationSlot(outbox_shared->slot_name, true);
 	if (slot == NULL)
 	{
 		create_slot();
 		outbox_wake_dispatcher(true);
 	}
 
-	ReplicationSlotAcquire(slot_name, true);
+	ReplicationSlotAcquire(outbox_shared->slot_name, true);
 	slot = MyReplicationSlot;
 	if (!SlotIsLogical(slot) ||
 		slot->data.database != MyDatabaseId ||
@@ -262,14 +263,14 @@ acquire_slot(void)
 	{
 		ereport(LOG,
 				(errmsg("outbox replication slot \"%s\" was invalidated; recreating it",
-						slot_name),
+						outbox_shared->slot_name),
 				 errdetail("Pending messages are found in outbox.messages; nothing is lost."),
 				 errhint("Raise max_slot_wal_keep_size if this happens often.")));
 		ReplicationSlotRelease();
-		ReplicationSlotDrop(slot_name, true);
+		ReplicationSlotDrop(outbox_shared->slot_name, true);
 		create_slot();
 		outbox_wake_dispatcher(true);
-		ReplicationSlotAcquire(slot_name, true);
+		ReplicationSlotAcquire(outbox_shared->slot_name, true);
 	}
 	return true;
 }
@@ -320,7 +321,7 @@ drop_previous_slot(void)
 
 	snprintf(why, sizeof(why),
 			 "it was used before the list of databases changed; the slot is now \"%s\"",
-			 slot_name);
+			 outbox_shared->slot_name);
 	drop_idle_slot(outbox_shared->previous_slot_name, why);
 }
 
@@ -342,7 +343,7 @@ decoder_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 		return;
 	if (!outbox_ring_put(ctx->out->data, ctx->out->len))
 		ring_overflowed = true;
-	outbox_count(STAT_DECODED, 1);
+	outbox_count(OUTBOX_STAT_DECODED, 1);
 	if (++messages_since_wake >= DECODER_WAKE_EVERY)
 	{
 		messages_since_wake = 0;
@@ -392,7 +393,7 @@ decode_stream(MemoryContext context)
 	decoder_set_streaming(true);
 	pgstat_report_activity(STATE_RUNNING, "decoding");
 	outbox_set_state(&outbox_shared->decoder, "decoding slot \"%s\"",
-					 slot_name);
+					 outbox_shared->slot_name);
 
 	while (extension_state() == OUTBOX_EXTENSION_READY)
 	{
@@ -462,7 +463,7 @@ outbox_decoder_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	outbox_shmem_select(DatumGetInt32(main_arg));
-	BackgroundWorkerInitializeConnection(database_name, NULL, 0);
+	BackgroundWorkerInitializeConnection(outbox_shared->database, NULL, 0);
 	outbox_worker_session_settings();
 
 	before_shmem_exit(decoder_detach, (Datum) 0);
@@ -471,7 +472,7 @@ outbox_decoder_main(Datum main_arg)
 	SpinLockRelease(&outbox_shared->mutex);
 
 	/* Neither can change without a restart: say so once and stay out. */
-	outbox_count(STAT_DECODER_STARTS, 1);
+	outbox_count(OUTBOX_STAT_DECODER_STARTS, 1);
 	if (wal_level < WAL_LEVEL_LOGICAL || max_replication_slots < 1)
 	{
 		outbox_set_state(&outbox_shared->decoder,
@@ -494,11 +495,11 @@ outbox_decoder_main(Datum main_arg)
 		{
 			outbox_set_state(&outbox_shared->decoder,
 							 "misconfigured: slot \"%s\" was not created by outbox",
-							 slot_name);
+							 outbox_shared->slot_name);
 			if (!logged_foreign_slot)
 				ereport(LOG,
 						(errmsg("outbox decoder cannot use replication slot \"%s\": it was not created by outbox in this database",
-								slot_name),
+								outbox_shared->slot_name),
 						 errhint("Drop that slot, or set outbox.slot_name to another name and restart.")));
 			logged_foreign_slot = true;
 			decoder_sleep(DECODER_RECHECK_MS);

@@ -83,9 +83,16 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "config.h"
+#include "dispatcher.h"
+#include "http.h"
+#include "message.h"
+#include "ordering.h"
 #include "outbox.h"
 #include "outcomes.h"
+#include "policy.h"
 #include "request.h"
+#include "shmem.h"
 #include "store.h"
 #include "tracking.h"
 
@@ -235,11 +242,12 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 	  bool first_in_key)
 {
 	OutboxTarget *target = outbox_target_get(msg->target);
-	bool		full = target != NULL && !first_in_key &&
-		target->queued >= TARGET_QUEUE_CAP;
+	TargetQueue *queue = target ? outbox_queue_of(target->name) : NULL;
+	bool		full = queue != NULL && !first_in_key &&
+		queue->length >= TARGET_QUEUE_CAP;
 
 	if (full)
-		target->overflowed = true;	/* scan for it when there is room */
+		queue->overflowed = true;	/* scan for it when there is room */
 	if (target == NULL || target->open || !secrets_usable() || full)
 	{
 		if (target == NULL)
@@ -254,12 +262,11 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 	}
 
 	t = outbox_tracked_enter(msg, forget_after, target, t);
-	t->state = TRACK_QUEUED;
+	t->state = OUTBOX_TRACK_QUEUED;
 	t->gate_ok = first_in_key;
 	if (msg->key && !first_in_key)
 		gate_needed = true;
-	dlist_push_tail(&target->queue, &t->node);
-	target->queued++;
+	outbox_queue_push(queue, t);
 	return t;
 }
 
@@ -469,7 +476,8 @@ noop(void *arg)
 static bool
 has_room(OutboxTarget *target)
 {
-	return !target->open && target->queued < TARGET_QUEUE_CAP / 2 &&
+	return !target->open &&
+		outbox_queue_of(target->name)->length < TARGET_QUEUE_CAP / 2 &&
 		secrets_usable();
 }
 
@@ -502,14 +510,15 @@ sendable_targets(int *limit)
 	foreach(lc, outbox_target_all())
 	{
 		OutboxTarget *target = lfirst(lc);
+		TargetQueue *queue = outbox_queue_of(target->name);
 
 		if (has_room(target))
 		{
 			names = lappend(names, target->name);
-			*limit = Min(*limit, TARGET_QUEUE_CAP - target->queued);
+			*limit = Min(*limit, TARGET_QUEUE_CAP - queue->length);
 		}
 		else if (!target->open)
-			target->overflowed = true;
+			queue->overflowed = true;
 	}
 	return names;
 }
@@ -546,7 +555,7 @@ scan_table(void *arg)
 		cursor_id = row->id;
 		cursor_valid = true;
 
-		if (t != NULL && t->state != TRACK_DONE)
+		if (t != NULL && t->state != OUTBOX_TRACK_DONE)
 			continue;
 		if (row->key != NULL)
 		{
@@ -564,7 +573,7 @@ scan_table(void *arg)
 		}
 		track(outbox_store_message(row, outbox_message_context), scan_lsn, t,
 			  false);
-		outbox_count(STAT_SCANNED, 1);
+		outbox_count(OUTBOX_STAT_SCANNED, 1);
 	}
 
 	if (nrows < limit)
@@ -636,10 +645,10 @@ fetch_key_heads(void *arg)
 		 */
 		outbox_key_wait(row->target, row->key);
 
-		if (t != NULL && t->state != TRACK_DONE)
+		if (t != NULL && t->state != OUTBOX_TRACK_DONE)
 		{
 			/* Already queued from the ring or a scan, or in flight */
-			if (t->state == TRACK_QUEUED)
+			if (t->state == OUTBOX_TRACK_QUEUED)
 				t->gate_ok = true;
 			continue;
 		}
@@ -652,7 +661,7 @@ fetch_key_heads(void *arg)
 		}
 		if (track(outbox_store_message(row, outbox_message_context), scan_lsn,
 				  t, true))
-			outbox_count(STAT_SCANNED, 1);
+			outbox_count(OUTBOX_STAT_SCANNED, 1);
 	}
 }
 
@@ -717,7 +726,7 @@ request_done(OutboxHttpResult *r)
 	if (!was_open && target->open)
 	{
 		/* They wait in the table, spending nothing */
-		outbox_tracked_forget_queue(target);
+		outbox_queue_forget(outbox_queue_of(target->name));
 	}
 	else if (was_open && !target->open)
 	{
@@ -778,8 +787,7 @@ check_gate(void *arg)
 static void
 wait_for_key(Tracked *t)
 {
-	dlist_delete(&t->node);
-	t->target->queued--;
+	outbox_queue_remove(t);
 	outbox_key_wait(t->target->name, t->msg->key);
 	outbox_untrack(t);
 }
@@ -827,7 +835,7 @@ gate_keyed_messages(void)
 		List	   *held_keys = NIL;	/* behind an invisible message */
 		dlist_mutable_iter iter;
 
-		dlist_foreach_modify(iter, &target->queue)
+		dlist_foreach_modify(iter, &outbox_queue_of(target->name)->messages)
 		{
 			Tracked    *t = dlist_container(Tracked, node, iter.cur);
 
@@ -898,15 +906,14 @@ start_requests(void)
 		foreach(lc, outbox_target_all())
 		{
 			OutboxTarget *target = lfirst(lc);
-			Tracked    *t;
+			TargetQueue *queue = outbox_queue_of(target->name);
+			Tracked    *t = outbox_queue_head(queue);
 
 			if (outbox_http_inflight() >= outbox_max_inflight)
 				return;
-			if (target->open || target->queued == 0 ||
+			if (target->open || t == NULL ||
 				target->inflight >= outbox_target_limit(target))
 				continue;
-			t = dlist_container(Tracked, node,
-								dlist_head_node(&target->queue));
 			if (!committed_visibly(t->msg))
 				continue;		/* a moment more: see committed_visibly() */
 			if (t->msg->key && !t->gate_ok)
@@ -923,15 +930,14 @@ start_requests(void)
 				wait_for_key(t);	/* not first in its key after all */
 			else
 			{
-				dlist_delete(&t->node);
-				target->queued--;
+				outbox_queue_remove(t);
 				outbox_request_start(t, false);
 				started = true;
 			}
-			if (target->overflowed && has_room(target))
+			if (queue->overflowed && has_room(target))
 			{
 				/* Messages left in the table while the queue was full */
-				target->overflowed = false;
+				queue->overflowed = false;
 				rescan();
 			}
 		}
@@ -1058,7 +1064,7 @@ find_probes(void *arg)
 			continue;
 		}
 		t = outbox_tracked_find(row.id);
-		if (t != NULL && t->state != TRACK_DONE)
+		if (t != NULL && t->state != OUTBOX_TRACK_DONE)
 		{
 			/*
 			 * Still in flight from before the circuit opened: its answer
@@ -1088,22 +1094,11 @@ find_probes(void *arg)
 static void
 send_probes(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	ProbeSearch search = {NIL, NIL};
-	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	ListCell   *lc;
 
-	foreach(lc, outbox_target_all())
-	{
-		OutboxTarget *target = lfirst(lc);
-
-		if (target->open && !target->probing && now >= target->probe_at)
-		{
-			target->probe_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
-			search.targets = lappend(search.targets, target);
-		}
-	}
-	MemoryContextSwitchTo(oldcxt);
+	search.targets = outbox_targets_to_probe(GetCurrentTimestamp(),
+											 SAFETY_SCAN_MS);
 	if (search.targets == NIL)
 		return;
 
@@ -1112,23 +1107,6 @@ send_probes(void)
 		outbox_request_start((Tracked *) lfirst(lc), true);
 	list_free(search.found);
 	list_free(search.targets);
-}
-
-static TimestampTz
-next_probe_at(void)
-{
-	TimestampTz next = 0;
-	ListCell   *lc;
-
-	foreach(lc, outbox_target_all())
-	{
-		OutboxTarget *target = lfirst(lc);
-
-		if (target->open && !target->probing &&
-			(next == 0 || target->probe_at < next))
-			next = target->probe_at;
-	}
-	return next;
 }
 
 /* ---- the loop ---- */
@@ -1143,7 +1121,8 @@ reload_configuration(void)
 	if (secrets_problem_reported)
 		outbox_set_state(&outbox_shared->dispatcher, "delivering");
 	secrets_problem_reported = false;
-	outbox_targets_sync(outbox_tracked_forget_queue);
+	outbox_targets_sync();
+	outbox_queues_sync();
 	/* New targets may have messages waiting */
 	rescan();
 }
@@ -1298,7 +1277,7 @@ next_timeout(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz next;
-	TimestampTz probe = next_probe_at();
+	TimestampTz probe = outbox_next_probe_at();
 	TimestampTz lookup_at;
 	bool		room;
 
@@ -1377,9 +1356,10 @@ outbox_dispatcher_main(Datum main_arg)
 	MemoryContextSwitchTo(outbox_dispatcher_context);
 	outbox_tracking_init();
 	initStringInfo(&ringbuf);
-	outbox_count(STAT_DISPATCHER_STARTS, 1);
+	outbox_count(OUTBOX_STAT_DISPATCHER_STARTS, 1);
 	started_at_lsn = GetXLogInsertRecPtr();
-	outbox_targets_sync(outbox_tracked_forget_queue);
+	outbox_targets_sync();
+	outbox_queues_sync();
 	outbox_http_init();
 
 	for (;;)

@@ -22,7 +22,9 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "outbox.h"
+#include "config.h"
+#include "http.h"
+#include "shmem.h"
 
 /* A response body larger than this is cut off and counts as a failure */
 #define MAX_RESPONSE_BYTES		(1024 * 1024)
@@ -311,8 +313,8 @@ outbox_http_start(void *owner, const char *url, const char *body,
 		elog(ERROR, "could not start an HTTP request: %s",
 			 curl_multi_strerror(mrc));
 	inflight++;
-	outbox_count(STAT_REQUESTS, 1);
-	outbox_count(STAT_BYTES_SENT, body_len);
+	outbox_count(OUTBOX_STAT_REQUESTS, 1);
+	outbox_count(OUTBOX_STAT_BYTES_SENT, body_len);
 }
 
 int
@@ -438,14 +440,14 @@ outbox_http_collect(OutboxHttpDone done)
 						 req->status_line, req->status_len);
 			read_directives(req->easy, &result);
 			if (result.status >= 200 && result.status < 600)
-				outbox_count(STAT_2XX + (result.status / 100 - 2), 1);
+				outbox_count(OUTBOX_STAT_2XX + (result.status / 100 - 2), 1);
 		}
 		else
 		{
 			result.transport_error = true;
-			outbox_count(STAT_TRANSPORT_ERRORS, 1);
+			outbox_count(OUTBOX_STAT_TRANSPORT_ERRORS, 1);
 			if (msg->data.result == CURLE_OPERATION_TIMEDOUT)
-				outbox_count(STAT_TIMEOUTS, 1);
+				outbox_count(OUTBOX_STAT_TIMEOUTS, 1);
 			if (msg->data.result == CURLE_WRITE_ERROR &&
 				req->received > MAX_RESPONSE_BYTES)
 				snprintf(result.error, sizeof(result.error),

@@ -27,7 +27,8 @@
 
 #include "common/hashfn.h"
 
-#include "outbox.h"
+#include "message.h"
+#include "shmem.h"
 
 static void
 put_int32(StringInfo out, int32 v)

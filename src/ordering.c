@@ -38,7 +38,10 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "outbox.h"
+#include "dispatcher.h"
+#include "message.h"
+#include "ordering.h"
+#include "store.h"
 
 typedef struct KeyState
 {

@@ -19,7 +19,12 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 
+#include "config.h"
+#include "databases.h"
+#include "decoder.h"
+#include "dispatcher.h"
 #include "outbox.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 

@@ -21,8 +21,11 @@
 
 #include "access/xact.h"
 
-#include "outbox.h"
+#include "dispatcher.h"
+#include "http.h"
+#include "message.h"
 #include "outcomes.h"
+#include "policy.h"
 #include "store.h"
 
 /*

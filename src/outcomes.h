@@ -8,7 +8,11 @@
 #ifndef OUTBOX_OUTCOMES_H
 #define OUTBOX_OUTCOMES_H
 
-#include "outbox.h"
+#include "utils/timestamp.h"
+
+#include "http.h"
+#include "message.h"
+#include "policy.h"
 
 extern void outbox_outcome_add(int64 id, const OutboxMessage *msg,
 							   TimestampTz started_at,

@@ -34,7 +34,12 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "config.h"
+#include "dispatcher.h"
+#include "http.h"
 #include "outbox.h"
+#include "policy.h"
+#include "shmem.h"
 
 /* Every target ever configured, by name; entries are never freed */
 static HTAB *all_targets = NULL;
@@ -46,11 +51,11 @@ static bool status_changed = true;
 
 /*
  * Bring the target list in line with outbox.targets.  A target that is no
- * longer configured keeps its entry (requests to it may still be in flight)
- * and is handed to forget_queue, which must empty its queue.
+ * longer configured keeps its entry, since requests to it may still be in
+ * flight; outbox_target_get() no longer finds it.
  */
 void
-outbox_targets_sync(void (*forget_queue) (OutboxTarget *target))
+outbox_targets_sync(void)
 {
 	HASH_SEQ_STATUS status;
 	OutboxTarget *target;
@@ -80,7 +85,6 @@ outbox_targets_sync(void (*forget_queue) (OutboxTarget *target))
 		{
 			memset((char *) target + sizeof(target->name), 0,
 				   sizeof(OutboxTarget) - sizeof(target->name));
-			dlist_init(&target->queue);
 			target->concurrency = INT_MAX;
 		}
 		targets = lappend(targets, target);
@@ -90,8 +94,6 @@ outbox_targets_sync(void (*forget_queue) (OutboxTarget *target))
 	hash_seq_init(&status, all_targets);
 	while ((target = hash_seq_search(&status)) != NULL)
 	{
-		if (outbox_target_get(target->name) == NULL && target->queued > 0)
-			forget_queue(target);
 		target->concurrency = Min(target->concurrency,
 								  outbox_target_limit(target));
 	}
@@ -298,6 +300,49 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 		else
 			v->next_attempt_at = outbox_retry_time(now, counted);
 	}
+}
+
+/*
+ * The open circuits whose probe is due at "now", in a list made in the
+ * current memory context.  Each one's next probe is set "recheck_ms"
+ * later, until the outcome of the probe sets it: there may be nothing to
+ * probe with, or its message may still be in flight.
+ */
+List *
+outbox_targets_to_probe(TimestampTz now, int recheck_ms)
+{
+	List	   *due = NIL;
+	ListCell   *lc;
+
+	foreach(lc, targets)
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (target->open && !target->probing && now >= target->probe_at)
+		{
+			target->probe_at = TimestampTzPlusMilliseconds(now, recheck_ms);
+			due = lappend(due, target);
+		}
+	}
+	return due;
+}
+
+/* When the next probe is due, or 0 if no circuit is waiting for one */
+TimestampTz
+outbox_next_probe_at(void)
+{
+	TimestampTz next = 0;
+	ListCell   *lc;
+
+	foreach(lc, targets)
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (target->open && !target->probing &&
+			(next == 0 || target->probe_at < next))
+			next = target->probe_at;
+	}
+	return next;
 }
 
 const char *

@@ -19,8 +19,14 @@
 
 #include "utils/memutils.h"
 
-#include "outbox.h"
+#include "config.h"
+#include "dispatcher.h"
+#include "http.h"
+#include "message.h"
+#include "ordering.h"
+#include "policy.h"
 #include "request.h"
+#include "signature.h"
 #include "tracking.h"
 
 /* Scratch space for building a request, reset after each use */
@@ -124,7 +130,7 @@ outbox_request_start(Tracked *t, bool probe)
 	MemoryContextSwitchTo(scratch_context);
 	t->body = JsonbToCString(&body, &t->msg->payload->root,
 							 VARSIZE(t->msg->payload));
-	t->state = TRACK_INFLIGHT;
+	t->state = OUTBOX_TRACK_INFLIGHT;
 	t->probe = probe;
 	t->started_at = GetCurrentTimestamp();
 	headers = build_headers(t->msg, t->body);

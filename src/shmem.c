@@ -22,7 +22,8 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
-#include "outbox.h"
+#include "databases.h"
+#include "shmem.h"
 
 /* One OutboxShared per database served, in outbox_database_name() order */
 static OutboxShared *outbox_all = NULL;
@@ -76,7 +77,7 @@ outbox_shmem_startup(void)
 			sh->decoder_streaming = false;
 			sh->scan_requested = true;
 			sh->decoded_upto = InvalidXLogRecPtr;
-			for (int c = 0; c < NUM_COUNTERS; c++)
+			for (int c = 0; c < OUTBOX_NUM_COUNTERS; c++)
 				pg_atomic_init_u64(&sh->counters[c], 0);
 			sh->stats_reset = GetCurrentTimestamp();
 			memset(&sh->decoder, 0, sizeof(OutboxWorkerState));

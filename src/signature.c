@@ -16,9 +16,10 @@
 #include "common/base64.h"
 #include "common/hmac.h"
 #include "common/sha2.h"
+#include "lib/stringinfo.h"
 #include "utils/resowner.h"
 
-#include "outbox.h"
+#include "signature.h"
 
 /* pg_hmac registers with the current resource owner, which workers lack */
 static ResourceOwner signature_owner = NULL;

@@ -11,7 +11,7 @@
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
 
-#include "outbox.h"
+#include "sql.h"
 
 /*
  * Prepare sql and keep the plan for the life of the process.  The plan

@@ -28,7 +28,10 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
-#include "outbox.h"
+#include "message.h"
+#include "ordering.h"
+#include "policy.h"
+#include "sql.h"
 #include "store.h"
 
 /* Rows removed by one retention pass */

@@ -11,8 +11,11 @@
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
 
-#include "outbox.h"
+#include "message.h"
+#include "policy.h"
 
 /*
  * A row of outbox.messages as a query returned it: what the dispatcher

@@ -11,6 +11,9 @@
  * decoder has passed the WAL position of that scan; then no copy of it can
  * still be on its way and the entry is forgotten.
  *
+ * Entries ready to send are also in their target's queue (TargetQueue), a
+ * list in the order they were queued; a queue is found by target name.
+ *
  * An entry, its message and its request body live in
  * outbox_message_context, and are freed together when the entry is
  * forgotten.  What to do with a message (queue it, send it, leave it in the
@@ -23,7 +26,9 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "outbox.h"
+#include "dispatcher.h"
+#include "message.h"
+#include "policy.h"
 #include "tracking.h"
 
 /* Hash entry: Tracked lives apart, since curl holds pointers to it */
@@ -35,6 +40,7 @@ typedef struct TrackedEntry
 
 MemoryContext outbox_message_context = NULL;
 static HTAB *tracked;
+static HTAB *queues;			/* TargetQueue by target name */
 static dlist_head done_list = DLIST_STATIC_INIT(done_list);
 
 /* Make the hash table and the context of the messages, at worker start */
@@ -51,6 +57,10 @@ outbox_tracking_init(void)
 	ctl.hcxt = outbox_dispatcher_context;
 	tracked = hash_create("outbox tracked messages", 4096, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = OUTBOX_TARGET_NAME_MAXLEN + 1;
+	ctl.entrysize = sizeof(TargetQueue);
+	queues = hash_create("outbox target queues", OUTBOX_MAX_TARGETS, &ctl,
+						 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 }
 
 Tracked *
@@ -101,6 +111,7 @@ outbox_tracked_enter(OutboxMessage *msg, XLogRecPtr forget_after,
 	t->body = NULL;
 	t->probe = false;
 	t->gate_ok = false;
+	t->queue = NULL;
 	return t;
 }
 
@@ -120,7 +131,7 @@ outbox_tracked_finished(Tracked *t, XLogRecPtr ring_covers)
 		outbox_untrack(t);
 	else
 	{
-		t->state = TRACK_DONE;
+		t->state = OUTBOX_TRACK_DONE;
 		dlist_push_tail(&done_list, &t->node);
 	}
 }
@@ -145,23 +156,6 @@ outbox_tracked_sweep_done(XLogRecPtr ring_covers)
 	}
 }
 
-/* Drop the target's queue: its messages wait in the table */
-void
-outbox_tracked_forget_queue(OutboxTarget *target)
-{
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &target->queue)
-	{
-		Tracked    *t = dlist_container(Tracked, node, iter.cur);
-
-		dlist_delete(&t->node);
-		outbox_untrack(t);
-	}
-	target->queued = 0;
-	target->overflowed = false;
-}
-
 /*
  * Forget every entry: the extension was dropped or recreated, so ids no
  * longer mean what they meant.  Requests in flight finish, and are ignored.
@@ -171,7 +165,6 @@ outbox_tracked_forget_all(void)
 {
 	HASH_SEQ_STATUS status;
 	TrackedEntry *entry;
-	ListCell   *lc;
 
 	hash_seq_init(&status, tracked);
 	while ((entry = hash_seq_search(&status)) != NULL)
@@ -179,21 +172,88 @@ outbox_tracked_forget_all(void)
 		Tracked    *t = entry->t;
 
 		hash_search(tracked, &entry->id, HASH_REMOVE, NULL);
-		if (t->state == TRACK_INFLIGHT)
+		if (t->state == OUTBOX_TRACK_INFLIGHT)
 			t->orphaned = true; /* freed when its request completes */
 		else
 		{
-			if (t->state == TRACK_QUEUED)
-				t->target->queued--;
+			if (t->state == OUTBOX_TRACK_QUEUED)
+				outbox_queue_remove(t);
 			outbox_tracked_free(t);
 		}
 	}
-	foreach(lc, outbox_target_all())
-	{
-		OutboxTarget *target = lfirst(lc);
-
-		dlist_init(&target->queue);
-		target->queued = 0;
-	}
 	dlist_init(&done_list);
+}
+
+/* The queue of the target of that name, made empty the first time */
+TargetQueue *
+outbox_queue_of(const char *target)
+{
+	bool		found;
+	TargetQueue *queue = hash_search(queues, target, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		dlist_init(&queue->messages);
+		queue->length = 0;
+		queue->overflowed = false;
+	}
+	return queue;
+}
+
+void
+outbox_queue_push(TargetQueue *queue, Tracked *t)
+{
+	Assert(t->state == OUTBOX_TRACK_QUEUED);
+	t->queue = queue;
+	dlist_push_tail(&queue->messages, &t->node);
+	queue->length++;
+}
+
+/* The entry queued first, or NULL if the queue is empty */
+Tracked *
+outbox_queue_head(TargetQueue *queue)
+{
+	if (dlist_is_empty(&queue->messages))
+		return NULL;
+	return dlist_head_element(Tracked, node, &queue->messages);
+}
+
+/* Take a QUEUED entry off its queue, to send it or to forget it */
+void
+outbox_queue_remove(Tracked *t)
+{
+	Assert(t->state == OUTBOX_TRACK_QUEUED && t->queue != NULL);
+	dlist_delete(&t->node);
+	t->queue->length--;
+	t->queue = NULL;
+}
+
+/* Drop a queue and forget its entries: their messages wait in the table */
+void
+outbox_queue_forget(TargetQueue *queue)
+{
+	while (!dlist_is_empty(&queue->messages))
+	{
+		Tracked    *t = dlist_head_element(Tracked, node, &queue->messages);
+
+		outbox_queue_remove(t);
+		outbox_untrack(t);
+	}
+	queue->overflowed = false;
+}
+
+/*
+ * After a reload: drop the queues of targets outbox.targets no longer
+ * lists (their requests in flight finish; see outbox_targets_sync()).
+ */
+void
+outbox_queues_sync(void)
+{
+	HASH_SEQ_STATUS status;
+	TargetQueue *queue;
+
+	hash_seq_init(&status, queues);
+	while ((queue = hash_seq_search(&status)) != NULL)
+		if (queue->length > 0 && outbox_target_get(queue->name) == NULL)
+			outbox_queue_forget(queue);
 }

@@ -8,13 +8,19 @@
 #ifndef OUTBOX_TRACKING_H
 #define OUTBOX_TRACKING_H
 
+#include "access/xlogdefs.h"
+#include "lib/ilist.h"
+#include "utils/timestamp.h"
+
+#include "message.h"
 #include "outbox.h"
+#include "policy.h"
 
 typedef enum TrackState
 {
-	TRACK_QUEUED,
-	TRACK_INFLIGHT,
-	TRACK_DONE
+	OUTBOX_TRACK_QUEUED,
+	OUTBOX_TRACK_INFLIGHT,
+	OUTBOX_TRACK_DONE
 } TrackState;
 
 typedef struct Tracked
@@ -27,10 +33,24 @@ typedef struct Tracked
 	TimestampTz started_at;		/* INFLIGHT */
 	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */
 	OutboxTarget *target;		/* QUEUED and INFLIGHT */
+	struct TargetQueue *queue;	/* QUEUED: the queue it is in */
 	OutboxMessage *msg;			/* QUEUED and INFLIGHT */
 	char	   *body;			/* INFLIGHT */
 	dlist_node	node;			/* in its target's queue, or in done_list */
 } Tracked;
+
+/*
+ * A target's messages ready to send (QUEUED entries), in the order they
+ * were queued.  The dispatcher's, not the failure policy's: a target's
+ * policy state (OutboxTarget) lives on when its queue is dropped.
+ */
+typedef struct TargetQueue
+{
+	char		name[OUTBOX_TARGET_NAME_MAXLEN + 1];	/* hash key */
+	dlist_head	messages;
+	int			length;
+	bool		overflowed;		/* messages were left in the table */
+} TargetQueue;
 
 /* Where the entries, their messages and their request bodies live */
 extern MemoryContext outbox_message_context;
@@ -44,7 +64,13 @@ extern void outbox_tracked_free(Tracked *t);
 extern void outbox_untrack(Tracked *t);
 extern void outbox_tracked_finished(Tracked *t, XLogRecPtr ring_covers);
 extern void outbox_tracked_sweep_done(XLogRecPtr ring_covers);
-extern void outbox_tracked_forget_queue(OutboxTarget *target);
 extern void outbox_tracked_forget_all(void);
+
+extern TargetQueue *outbox_queue_of(const char *target);
+extern void outbox_queue_push(TargetQueue *queue, Tracked *t);
+extern Tracked *outbox_queue_head(TargetQueue *queue);
+extern void outbox_queue_remove(Tracked *t);
+extern void outbox_queue_forget(TargetQueue *queue);
+extern void outbox_queues_sync(void);
 
 #endif							/* OUTBOX_TRACKING_H */

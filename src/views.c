@@ -17,7 +17,9 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "config.h"
 #include "outbox.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(outbox_target_state);
 PG_FUNCTION_INFO_V1(outbox_stats);
@@ -105,8 +107,8 @@ Datum
 outbox_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		values[NUM_COUNTERS + 2];
-	bool		nulls[NUM_COUNTERS + 2];
+	Datum		values[OUTBOX_NUM_COUNTERS + 2];
+	bool		nulls[OUTBOX_NUM_COUNTERS + 2];
 	int64		inflight = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -119,15 +121,15 @@ outbox_stats(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
-	for (int i = 0; i < NUM_COUNTERS; i++)
+	for (int i = 0; i < OUTBOX_NUM_COUNTERS; i++)
 		values[i] = Int64GetDatum((int64) pg_atomic_read_u64(&outbox_shared->counters[i]));
 	LWLockAcquire(outbox_shared->status_lock, LW_SHARED);
 	for (int i = 0; i < outbox_shared->n_targets; i++)
 		inflight += outbox_shared->targets[i].inflight;
 	LWLockRelease(outbox_shared->status_lock);
-	values[NUM_COUNTERS] = Int64GetDatum(inflight);
+	values[OUTBOX_NUM_COUNTERS] = Int64GetDatum(inflight);
 	SpinLockAcquire(&outbox_shared->mutex);
-	values[NUM_COUNTERS + 1] = TimestampTzGetDatum(outbox_shared->stats_reset);
+	values[OUTBOX_NUM_COUNTERS + 1] = TimestampTzGetDatum(outbox_shared->stats_reset);
 	SpinLockRelease(&outbox_shared->mutex);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
@@ -142,7 +144,7 @@ outbox_stats_reset(PG_FUNCTION_ARGS)
 {
 	if (outbox_shmem_lookup() == NULL)
 		PG_RETURN_VOID();
-	for (int i = 0; i < NUM_COUNTERS; i++)
+	for (int i = 0; i < OUTBOX_NUM_COUNTERS; i++)
 		pg_atomic_write_u64(&outbox_shared->counters[i], 0);
 	SpinLockAcquire(&outbox_shared->mutex);
 	outbox_shared->stats_reset = GetCurrentTimestamp();
