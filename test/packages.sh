@@ -41,7 +41,7 @@ copy_tree() {
     mkdir -p "$1"
     tar -C "$root" --exclude=./.git --exclude='./tmp_check*' --exclude=./results \
         --exclude=./output_iso --exclude=./tap --exclude=./log \
-        --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+        --exclude='*.o' --exclude='*.so' --exclude='*.bc' --exclude='./src/*.d' \
         --exclude=./debian/.debhelper --exclude=./debian/tmp --exclude=./debian/files \
         --exclude='./debian/postgresql-*-outbox' --exclude='./debian/*.substvars' \
         --exclude='./debian/*.debhelper.log' --exclude=./debian/debhelper-build-stamp \
