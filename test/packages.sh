@@ -67,10 +67,31 @@ in_root() {
 }
 export OUTBOX_TEST_TIMEOUT=${OUTBOX_TEST_TIMEOUT:-30}
 
-# Build postgresql-$1-outbox into $work/$1; prints the path of the .deb.
+# Throwaway copies of test/pgroot.sh's roots, removed when done (or at exit)
+scratch_roots=()
+scratch_root() {   # scratch_root VAR pgroot-args...: VAR= a fresh copy's path
+    local -n into=$1; shift
+    into=$(bash test/pgroot.sh --scratch "$@" | tail -n 1) || return 1
+    [[ -d $into/usr/lib/postgresql ]] || { echo "test/pgroot.sh --scratch $* gave no root" >&2; return 1; }
+    scratch_roots+=("$into")
+}
+remove_scratch_roots() {
+    local r
+    for r in "${scratch_roots[@]}"; do
+        bash test/pgroot.sh --remove "$r" || echo "could not remove $r" >&2
+    done
+    scratch_roots=()
+}
+trap remove_scratch_roots EXIT
+
+# apt-get in a root: sid's Release file may be past its Valid-Until date on
+# a mirror that lags (the signature is still checked)
+root_apt='apt-get -q -o Acquire::Check-Valid-Until=false -o APT::Install-Recommends=false'
+
+# Build postgresql-$1-outbox into $work/$1; sets deb to the .deb's path.
 # One make job, niced: the machine's cores are shared.
 build_package() {
-    local v=$1 out=$work/$1 log=$work/$1/build.log broot rel deb
+    local v=$1 out=$work/$1 log=$work/$1/build.log broot
     if [[ $v == "$host_major" ]]; then
         copy_tree "$out/src/outbox"
         (
@@ -83,23 +104,22 @@ build_package() {
         mv "$out"/src/*.deb "$out/"
         rm -rf "$out/src"
     else
-        broot=$(bash test/pgroot.sh "$v") || return 1
-        rel=/tmp/outbox-package-$$
-        rm -rf "${broot:?}$rel"
-        copy_tree "$broot$rel/outbox"
+        # A copy of the root, so that the build dependencies it installs
+        # stay out of the cached one
+        scratch_root broot "$v" || return 1
+        copy_tree "$broot/tmp/outbox-package/outbox"
         # debian/control lists the host's version: PG_UPDATECONTROL lets
         # pg_buildext regenerate it for the root's (as apt.postgresql.org does)
         in_root "$broot" /bin/sh -ec "
-            cd $rel/outbox
-            dpkg-checkbuilddeps 2>/dev/null || { apt-get update -q && apt-get build-dep -y -q .; } >/dev/null
+            cd /tmp/outbox-package/outbox
+            dpkg-checkbuilddeps 2>/dev/null || { $root_apt update && $root_apt build-dep -y .; } >/dev/null
             PG_UPDATECONTROL=yes nice dpkg-buildpackage -us -uc -b --jobs=1" >"$log" 2>&1 ||
-            { tail -n 40 "$log" >&2; rm -rf "${broot:?}$rel"; return 1; }
-        cp "$broot$rel"/*.deb "$out/"
-        rm -rf "${broot:?}$rel"
+            { tail -n 40 "$log" >&2; remove_scratch_roots; return 1; }
+        cp "$broot"/tmp/outbox-package/*.deb "$out/"
+        remove_scratch_roots
     fi
     deb=$out/postgresql-${v}-outbox_${deb_version}_$(dpkg --print-architecture).deb
     [[ -f $deb ]] || { echo "no $(basename "$deb") after the build; there are:" >&2; ls "$out" >&2; return 1; }
-    echo "$deb"
 }
 
 # What the .deb holds and says
@@ -136,11 +156,8 @@ check_package() {
 
 # Install the .deb into a copy of a clean root and deliver one message there
 install_and_deliver() {
-    local v=$1 deb=$2 croot r log
-    log=$work/$v/install.log
-    croot=$(bash test/pgroot.sh --clean "$v") || return 1
-    r=$work/$v/root
-    cp -a --reflink=auto "$croot" "$r"
+    local v=$1 deb=$2 r log=$work/$1/install.log
+    scratch_root r --clean "$v" || return 1
     mkdir -p "$r/tmp/outbox-src/test" "$r/tmp/outbox-src/conf" "$r/tmp/outbox-src/debian/tests"
     cp test/receiver.py "$r/tmp/outbox-src/test/"
     cp conf/outbox.conf "$r/tmp/outbox-src/conf/"
@@ -157,11 +174,14 @@ install_and_deliver() {
     # apt-get resolves the package's dependencies (libcurl4 is not part of
     # the clean root); python3 runs the test receiver
     in_root "$r" /bin/sh -ec "
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends /tmp/$(basename "$deb") python3" >"$log" 2>&1 ||
-        { tail -n 30 "$log" >&2; return 1; }
+        $root_apt update
+        $root_apt install -y /tmp/$(basename "$deb") python3" >"$log" 2>&1 ||
+        { tail -n 30 "$log" >&2; remove_scratch_roots; return 1; }
     echo "ok: apt-get install ./$(basename "$deb") into a clean root"
-    OUTBOX_NET=1 in_root --net "$r" /bin/sh -c "cd /tmp/outbox-src && bash debian/tests/delivery $v"
+    local rc=0
+    OUTBOX_NET=1 in_root --net "$r" /bin/sh -c "cd /tmp/outbox-src && bash debian/tests/delivery $v" || rc=$?
+    remove_scratch_roots
+    return $rc
 }
 
 # META.json, the PGXN distribution's metadata (https://pgxn.org/spec/): it
@@ -203,7 +223,8 @@ for v in "${majors[@]}"; do
     mkdir -p "$work/$v"
     t0=$SECONDS
     result=PASS
-    if ! deb=$(build_package "$v"); then
+    deb=
+    if ! build_package "$v"; then
         result="FAIL (build)"
     elif ! check_package "$v" "$deb"; then
         result="FAIL (contents)"
@@ -215,7 +236,6 @@ for v in "${majors[@]}"; do
         install_and_deliver "$v" "$deb" || result="FAIL (install or delivery)"
     fi
     t2=$SECONDS
-    rm -rf "$work/$v/root"
     [[ $result == PASS ]] || status=1
     summary+=("postgresql-$v-outbox: $result (build $((t1 - t0)) s, install and delivery $((t2 - t1)) s)")
 done
