@@ -35,6 +35,7 @@
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
+#include "compat.h"
 #include "config.h"
 #include "databases.h"
 #include "decoder.h"
@@ -218,7 +219,7 @@ create_slot(void)
 {
 	LogicalDecodingContext *ctx;
 
-	ReplicationSlotCreate(outbox_shared->slot_name, true, RS_EPHEMERAL, false);
+	outbox_slot_create(outbox_shared->slot_name);
 	ctx = CreateInitDecodingContext(OUTBOX_PLUGIN_NAME, NIL, false,
 									InvalidXLogRecPtr, page_reader(),
 									NULL, NULL, NULL);
@@ -249,7 +250,7 @@ acquire_slot(void)
 		outbox_wake_dispatcher(true);
 	}
 
-	ReplicationSlotAcquire(outbox_shared->slot_name, true);
+	outbox_slot_acquire(outbox_shared->slot_name);
 	slot = MyReplicationSlot;
 	if (!SlotIsLogical(slot) ||
 		slot->data.database != MyDatabaseId ||
@@ -259,7 +260,7 @@ acquire_slot(void)
 		return false;
 	}
 
-	if (XLogRecPtrIsInvalid(slot->data.restart_lsn))
+	if (outbox_slot_invalidated(slot))
 	{
 		ereport(LOG,
 				(errmsg("outbox replication slot \"%s\" was invalidated; recreating it",
@@ -270,7 +271,7 @@ acquire_slot(void)
 		ReplicationSlotDrop(outbox_shared->slot_name, true);
 		create_slot();
 		outbox_wake_dispatcher(true);
-		ReplicationSlotAcquire(outbox_shared->slot_name, true);
+		outbox_slot_acquire(outbox_shared->slot_name);
 	}
 	return true;
 }
@@ -400,6 +401,8 @@ decode_stream(MemoryContext context)
 		XLogRecPtr	start = ctx->reader->EndRecPtr;
 		XLogRecPtr	flush = GetFlushRecPtr(NULL);
 
+		if (flush > start)
+			outbox_wait_for_standbys(flush);
 		oldcxt = MemoryContextSwitchTo(context);
 		while (ctx->reader->EndRecPtr < flush)
 		{

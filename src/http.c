@@ -22,6 +22,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "config.h"
 #include "http.h"
 #include "shmem.h"
@@ -331,8 +332,8 @@ rebuild_wait_set(void)
 
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
-	wait_set = CreateWaitEventSet(http_context,
-								  2 + hash_get_num_entries(sockets));
+	wait_set = outbox_create_wait_event_set(http_context,
+											2 + hash_get_num_entries(sockets));
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL,
 					  NULL);

@@ -28,6 +28,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "compat.h"
 #include "message.h"
 #include "outbox.h"
 
@@ -196,11 +197,10 @@ plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutboxMessage msg;
 
 	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
-		change->data.tp.newtuple == NULL ||
+		(tuple = outbox_change_new_tuple(change)) == NULL ||
 		!is_outbox_table(state, relation))
 		return;
 
-	tuple = &change->data.tp.newtuple->tuple;
 	oldcxt = MemoryContextSwitchTo(state->context);
 
 	if (!is_new_wal_message(state, tuple, desc))

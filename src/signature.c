@@ -13,12 +13,12 @@
  */
 #include "postgres.h"
 
-#include "common/base64.h"
 #include "common/hmac.h"
 #include "common/sha2.h"
 #include "lib/stringinfo.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
 #include "signature.h"
 
 /* pg_hmac registers with the current resource owner, which workers lack */
@@ -77,8 +77,8 @@ outbox_signature(List *keys, const char *webhook_id, const char *timestamp,
 		int			len;
 
 		hmac_sha256(lfirst(lc), parts, lens, lengthof(parts), digest);
-		len = pg_b64_encode((char *) digest, sizeof(digest), encoded,
-							sizeof(encoded));
+		len = outbox_b64_encode(digest, sizeof(digest), encoded,
+								sizeof(encoded));
 		if (len < 0)
 			elog(ERROR, "could not encode a webhook signature");
 		appendStringInfo(&out, "%sv1,%.*s", out.len > 0 ? " " : "", len,
