@@ -16,7 +16,43 @@
 #include "replication/reorderbuffer.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/palloc.h"
+
+/*
+ * Memory that the GUC machinery frees: a check hook's *newval and *extra.
+ * 15 frees them with free(), 16 and later with guc_free(), which wants
+ * them from guc_malloc().  NULL when out of memory.
+ */
+static inline void *
+outbox_guc_malloc(size_t size)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_malloc(LOG, size);
+#else
+	return malloc(size);
+#endif
+}
+
+static inline char *
+outbox_guc_strdup(const char *s)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_strdup(LOG, s);
+#else
+	return strdup(s);
+#endif
+}
+
+static inline void
+outbox_guc_free(void *p)
+{
+#if PG_VERSION_NUM >= 160000
+	guc_free(p);
+#else
+	free(p);
+#endif
+}
 
 /*
  * Create an ephemeral logical slot for this database, without two-phase
