@@ -104,6 +104,37 @@ outbox_slot_invalidated(ReplicationSlot *slot)
 }
 
 /*
+ * Whether a slot was synchronized from a primary (17 and later, with
+ * sync_replication_slots = on): on a promoted standby, the failover copy of
+ * the primary's slot.
+ */
+static inline bool
+outbox_slot_synced(ReplicationSlot *slot)
+{
+#if PG_VERSION_NUM >= 170000
+	return slot->data.synced;
+#else
+	return false;
+#endif
+}
+
+/*
+ * Why an invalidated slot was invalidated, in the words of
+ * pg_replication_slots.invalidation_reason (15 knows one cause).
+ */
+static inline const char *
+outbox_slot_invalidation_reason(ReplicationSlot *slot)
+{
+#if PG_VERSION_NUM >= 180000
+	return GetSlotInvalidationCauseName(slot->data.invalidated);
+#elif PG_VERSION_NUM >= 170000
+	return SlotInvalidationCauses[slot->data.invalidated];
+#else
+	return "wal_removed";
+#endif
+}
+
+/*
  * Before decoding WAL up to lsn, wait until the standbys named in
  * synchronized_standby_slots (17 and later) have confirmed it, as
  * PostgreSQL's own decoding functions do for a failover slot: the decoder

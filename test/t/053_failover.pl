@@ -179,6 +179,19 @@ if ($synced_slots)
 	unlike(slurp_file($standby->logfile),
 		qr/outbox decoder (created|dropped) replication slot/,
 		'it neither dropped nor created a slot');
+	ok( wait_for_log_line(
+			$standby,
+			qr/outbox decoder resumes from replication slot "outbox", synchronized from the former primary/),
+		'the log says the decoder resumes from the synced slot');
+
+	# The promoted server inherited synchronized_standby_slots = 'standby',
+	# the slot of the standby it was: the decoder waits for it, as
+	# PostgreSQL's own logical decoding does, so the backlog comes from the
+	# table until that setting is amended.
+	ok( wait_for_log_line(
+			$standby,
+			qr/replication slot "standby" specified in parameter "synchronized_standby_slots" does not exist/),
+		'the decoder waits for the standby named in synchronized_standby_slots, and PostgreSQL says why');
 }
 else
 {
@@ -241,6 +254,21 @@ diag sprintf('failover (PostgreSQL %s, %s): %d messages reached the promoted '
 
 # --- the WAL fast path on the promoted server ------------------------------
 
+if ($synced_slots)
+{
+	is($decoded, '0',
+		'while it waited the decoder handed the dispatcher nothing');
+	$standby->append_conf('postgresql.conf', "synchronized_standby_slots = ''");
+	$standby->reload;
+	my $lsn_reload = $standby->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	ok( poll_until(
+			$standby,
+			"SELECT confirmed_flush_lsn >= '$lsn_reload' FROM pg_replication_slots "
+			  . "WHERE slot_name = 'outbox'",
+			't'),
+		'once the setting is amended the decoder goes on from the synced slot');
+}
+
 my $t0 = sql_epoch($standby, 'clock_timestamp()');
 my $id = $standby->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"after": 1}', message_id => 'after-promotion')});
@@ -263,7 +291,7 @@ ok( poll_until(
 		"SELECT confirmed_flush_lsn >= '$lsn_after' FROM pg_replication_slots "
 		  . "WHERE slot_name = 'outbox'",
 		't'),
-	'the new slot is confirmed past that message');
+	'the slot is confirmed past that message');
 
 $standby->stop;
 done_testing();
