@@ -29,6 +29,12 @@ LANGUAGE sql AS $$
    WHERE d.refclassid = 'pg_extension'::regclass
      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'outbox')
      AND d.deptype = 'e'
+     -- the row types of tables and views, and their array types, are
+     -- members of their own on PostgreSQL 17 and 18, not on 15: they
+     -- follow their relation, compared above
+     AND NOT EXISTS (SELECT FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem
+                      WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                        AND (t.typrelid <> 0 OR e.typrelid <> 0))
   UNION ALL
   -- what pg_dump dumps the data of
   SELECT 'configuration ' || c.relid::regclass::text, c.condition, NULL, NULL

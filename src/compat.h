@@ -16,7 +16,43 @@
 #include "replication/reorderbuffer.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/palloc.h"
+
+/*
+ * Memory that the GUC machinery frees: a check hook's *newval and *extra.
+ * 15 frees them with free(), 16 and later with guc_free(), which wants
+ * them from guc_malloc().  NULL when out of memory.
+ */
+static inline void *
+outbox_guc_malloc(size_t size)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_malloc(LOG, size);
+#else
+	return malloc(size);
+#endif
+}
+
+static inline char *
+outbox_guc_strdup(const char *s)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_strdup(LOG, s);
+#else
+	return strdup(s);
+#endif
+}
+
+static inline void
+outbox_guc_free(void *p)
+{
+#if PG_VERSION_NUM >= 160000
+	guc_free(p);
+#else
+	free(p);
+#endif
+}
 
 /*
  * Create an ephemeral logical slot for this database, without two-phase
@@ -64,6 +100,37 @@ outbox_slot_invalidated(ReplicationSlot *slot)
 		XLogRecPtrIsInvalid(slot->data.restart_lsn);
 #else
 	return XLogRecPtrIsInvalid(slot->data.restart_lsn);
+#endif
+}
+
+/*
+ * Whether a slot was synchronized from a primary (17 and later, with
+ * sync_replication_slots = on): on a promoted standby, the failover copy of
+ * the primary's slot.
+ */
+static inline bool
+outbox_slot_synced(ReplicationSlot *slot)
+{
+#if PG_VERSION_NUM >= 170000
+	return slot->data.synced;
+#else
+	return false;
+#endif
+}
+
+/*
+ * Why an invalidated slot was invalidated, in the words of
+ * pg_replication_slots.invalidation_reason (15 knows one cause).
+ */
+static inline const char *
+outbox_slot_invalidation_reason(ReplicationSlot *slot)
+{
+#if PG_VERSION_NUM >= 180000
+	return GetSlotInvalidationCauseName(slot->data.invalidated);
+#elif PG_VERSION_NUM >= 170000
+	return SlotInvalidationCauses[slot->data.invalidated];
+#else
+	return "wal_removed";
 #endif
 }
 

@@ -3,9 +3,9 @@
  * config.c
  *	  The outbox.* configuration parameters and the parsed target list.
  *
- * outbox.targets is parsed once by its check hook into a single malloc'd
- * block (the GUC machinery owns and frees "extra" data), so every process
- * looks targets up without re-parsing the string.  The database and slot
+ * outbox.targets is parsed once by its check hook into a single block from
+ * outbox_guc_malloc (the GUC machinery owns and frees "extra" data), so
+ * every process looks targets up without re-parsing the string.  The database and slot
  * settings are checked and turned into the list of databases served by
  * databases.c.
  *
@@ -49,8 +49,9 @@ int			outbox_retention = 7 * 24 * 3600;
 
 /*
  * A parsed "name=value, name=value" list, the "extra" of outbox.targets and
- * outbox.secrets: one malloc'd block (the GUC machinery frees it), items
- * first, then their strings.  Offsets are from the start of the block.
+ * outbox.secrets: one block from outbox_guc_malloc (the GUC machinery frees
+ * it), items first, then their strings.  Offsets are from the start of the
+ * block.
  */
 typedef struct PairItem
 {
@@ -234,8 +235,9 @@ parse_pairs(const char *value, char sep, const char *what)
 		if (*p == sep)
 			count++;
 
-	list = malloc(offsetof(PairList, items) + sizeof(PairItem) * count +
-				  strlen(value) + count * 2 + 1);
+	list = outbox_guc_malloc(offsetof(PairList, items) +
+							 sizeof(PairItem) * count +
+							 strlen(value) + count * 2 + 1);
 	if (list == NULL)
 		return NULL;
 	list->count = 0;
@@ -306,7 +308,7 @@ parse_pairs(const char *value, char sep, const char *what)
 static bool
 replace_guc_value(char **newval, const char *shown)
 {
-	char	   *copy = strdup(shown);
+	char	   *copy = outbox_guc_strdup(shown);
 
 	if (copy == NULL)
 	{
@@ -314,7 +316,7 @@ replace_guc_value(char **newval, const char *shown)
 		GUC_check_errmsg("out of memory");
 		return false;
 	}
-	free(*newval);
+	outbox_guc_free(*newval);
 	*newval = copy;
 	return true;
 }
@@ -366,7 +368,7 @@ check_targets(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errmsg("invalid value for parameter \"%s\"", "outbox.targets");
 		GUC_check_errdetail("%s", list->problem);
-		free(list);
+		outbox_guc_free(list);
 		return false;
 	}
 
@@ -377,7 +379,7 @@ check_targets(char **newval, void **extra, GucSource source)
 						 outbox_mask_url(PAIR_VALUE(list, i)));
 	if (!replace_guc_value(newval, shown.data))
 	{
-		free(list);
+		outbox_guc_free(list);
 		return false;
 	}
 	*extra = list;
@@ -422,11 +424,11 @@ check_proxy(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("The proxy URL is not valid: %s.", problem);
 		return false;
 	}
-	copy = strdup(value);
+	copy = outbox_guc_strdup(value);
 	if (copy == NULL ||
 		!replace_guc_value(newval, value[0] ? outbox_mask_url(value) : ""))
 	{
-		free(copy);
+		outbox_guc_free(copy);
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
 		GUC_check_errmsg("out of memory");
 		return false;
@@ -522,7 +524,7 @@ check_secrets(char **newval, void **extra, GucSource source)
 							 PAIR_NAME(list, i));
 	if (!replace_guc_value(newval, shown.data))
 	{
-		free(list);
+		outbox_guc_free(list);
 		return false;
 	}
 	*extra = list;
@@ -587,7 +589,7 @@ load_secrets_file(void)
 	int			fd;
 
 	file_secrets_stale = false;
-	free(file_secrets);
+	outbox_guc_free(file_secrets);
 	file_secrets = NULL;
 	file_problem[0] = '\0';
 	if (path == NULL || path[0] == '\0')

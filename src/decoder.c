@@ -262,10 +262,15 @@ acquire_slot(void)
 
 	if (outbox_slot_invalidated(slot))
 	{
+		const char *reason = outbox_slot_invalidation_reason(slot);
+		bool		idle = strcmp(reason, "idle_timeout") == 0;
+
 		ereport(LOG,
-				(errmsg("outbox replication slot \"%s\" was invalidated; recreating it",
-						outbox_shared->slot_name),
+				(errmsg("outbox replication slot \"%s\" was invalidated (%s); recreating it",
+						outbox_shared->slot_name, reason),
 				 errdetail("Pending messages are found in outbox.messages; nothing is lost."),
+				 idle ?
+				 errhint("Raise idle_replication_slot_timeout, or set it to 0, if this happens often.") :
 				 errhint("Raise max_slot_wal_keep_size if this happens often.")));
 		ReplicationSlotRelease();
 		ReplicationSlotDrop(outbox_shared->slot_name, true);
@@ -273,6 +278,11 @@ acquire_slot(void)
 		outbox_wake_dispatcher(true);
 		outbox_slot_acquire(outbox_shared->slot_name);
 	}
+	else if (outbox_slot_synced(slot))
+		ereport(LOG,
+				(errmsg("outbox decoder resumes from replication slot \"%s\", synchronized from the former primary",
+						outbox_shared->slot_name),
+				 errdetail("What was committed before the slot's position is found in outbox.messages.")));
 	return true;
 }
 

@@ -1,14 +1,21 @@
 
-# Failover loses nothing.  PostgreSQL 15 does not copy logical slots to a
-# standby, so after a promotion the slot is gone.  A primary and a streaming
-# standby share the outbox configuration; while it is a standby no outbox
-# worker runs there and it sends nothing.  A producer streams messages into
-# the primary while the receiver is slow, so a backlog is pending; the
-# primary crashes (pg_ctl stop -m immediate) and the standby is promoted.
-# On the promoted server the workers start, create a fresh slot, and every
-# message that reached it from the old primary is delivered at least once,
-# from the table; new messages take the WAL fast path there.  Duplicates and
-# the time from promotion to the first delivery are reported.
+# Failover loses nothing.  A primary and a streaming standby share the
+# outbox configuration; while it is a standby no outbox worker runs there
+# and it sends nothing.  A producer streams messages into the primary while
+# the receiver is slow, so a backlog is pending; the primary crashes
+# (pg_ctl stop -m immediate) and the standby is promoted.  Every message
+# that reached the promoted server from the old primary is delivered at
+# least once, from the table; new messages take the WAL fast path there.
+# Lost messages (none), duplicates and the time from promotion to the first
+# delivery are reported.
+#
+# PostgreSQL 15 does not copy logical slots to a standby: the promoted
+# server's decoder creates a fresh slot.  On 17 and later the outbox slot is
+# a failover slot; the standby is set up for slot synchronisation
+# (sync_replication_slots, hot_standby_feedback, primary_slot_name, a
+# primary_conninfo with dbname; the primary names the standby's physical
+# slot in synchronized_standby_slots), keeps a synced copy of it, and the
+# promoted server's decoder resumes decoding from that copy.
 #
 # Both servers post to the same receiver, at different paths (/primary/...,
 # /standby/...), so the receiver log tells which server sent a request.
@@ -25,11 +32,27 @@ use Time::HiRes qw(time);
 my $orders = start_receiver(name => 'orders', control => 1);
 my $primary = outbox_node('primary',
 	targets => 'orders=' . receiver_url($orders, '/primary/orders'));
+my $synced_slots = $primary->pg_version >= 17;
+if ($synced_slots)
+{
+	$primary->safe_psql('postgres',
+		q{SELECT pg_create_physical_replication_slot('standby')});
+	$primary->append_conf('postgresql.conf',
+		"synchronized_standby_slots = 'standby'");
+	$primary->reload;
+}
 
 $primary->safe_psql('postgres',
 	q{SELECT outbox_queue('orders', '{"warm": 1}', message_id => 'warmup')});
 ok(scalar(wait_for_requests($orders, 1)),
 	'the primary delivers its first message');
+if ($synced_slots)
+{
+	is( $primary->safe_psql('postgres',
+			q{SELECT failover FROM pg_replication_slots WHERE slot_name = 'outbox'}),
+		't',
+		'the primary\'s outbox slot is a failover slot');
+}
 
 # --- a streaming standby with the same configuration -----------------------
 
@@ -38,6 +61,16 @@ my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'base', has_streaming => 1);
 $standby->append_conf('postgresql.conf',
 	"outbox.targets = 'orders=" . receiver_url($orders, '/standby/orders') . "'");
+if ($synced_slots)
+{
+	my $conninfo = $primary->connstr . ' dbname=postgres';
+	$standby->append_conf('postgresql.conf', <<"EOC");
+primary_slot_name = 'standby'
+primary_conninfo = '$conninfo'
+hot_standby_feedback = on
+sync_replication_slots = on
+EOC
+}
 $standby->start;
 
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
@@ -101,10 +134,24 @@ is($ps_workers, 0, 'no outbox worker process runs under the standby\'s postmaste
 is($log_lines, 0, 'the standby\'s log has no line from an outbox worker');
 is(scalar(standby_requests()), 0,
 	'the receiver got no request from the standby while it was a standby');
-is( $standby->safe_psql('postgres',
-		'SELECT count(*) FROM pg_replication_slots'),
-	'0',
-	'the standby has no replication slot (PostgreSQL 15 does not copy logical slots)');
+if ($synced_slots)
+{
+	# Synchronised, and persistent: a slot the standby could not yet use is
+	# kept temporary (and dropped at promotion).
+	ok( poll_until(
+			$standby,
+			q{SELECT synced AND NOT temporary AND invalidation_reason IS NULL
+			  FROM pg_replication_slots WHERE slot_name = 'outbox'},
+			't', 60),
+		'the standby keeps a synced copy of the outbox slot');
+}
+else
+{
+	is( $standby->safe_psql('postgres',
+			'SELECT count(*) FROM pg_replication_slots'),
+		'0',
+		'the standby has no replication slot (PostgreSQL 15 does not copy logical slots)');
+}
 
 # --- the primary crashes, the standby is promoted --------------------------
 
@@ -122,11 +169,38 @@ ok(worker_pid($standby, 'outbox decoder'),
 	'the decoder runs on the promoted server');
 ok(worker_pid($standby, 'outbox dispatcher'),
 	'the dispatcher runs on the promoted server');
-ok( poll_until(
-		$standby,
-		q{SELECT plugin FROM pg_replication_slots WHERE slot_name = 'outbox'},
-		'outbox'),
-	'the promoted server has a fresh outbox slot');
+if ($synced_slots)
+{
+	ok( poll_until(
+			$standby,
+			q{SELECT synced AND active FROM pg_replication_slots WHERE slot_name = 'outbox'},
+			't'),
+		'the decoder of the promoted server decodes from the synced slot');
+	unlike(slurp_file($standby->logfile),
+		qr/outbox decoder (created|dropped) replication slot/,
+		'it neither dropped nor created a slot');
+	ok( wait_for_log_line(
+			$standby,
+			qr/outbox decoder resumes from replication slot "outbox", synchronized from the former primary/),
+		'the log says the decoder resumes from the synced slot');
+
+	# The promoted server inherited synchronized_standby_slots = 'standby',
+	# the slot of the standby it was: the decoder waits for it, as
+	# PostgreSQL's own logical decoding does, so the backlog comes from the
+	# table until that setting is amended.
+	ok( wait_for_log_line(
+			$standby,
+			qr/replication slot "standby" specified in parameter "synchronized_standby_slots" does not exist/),
+		'the decoder waits for the standby named in synchronized_standby_slots, and PostgreSQL says why');
+}
+else
+{
+	ok( poll_until(
+			$standby,
+			q{SELECT plugin FROM pg_replication_slots WHERE slot_name = 'outbox'},
+			'outbox'),
+		'the promoted server has a fresh outbox slot');
+}
 ($stat_workers, $ps_workers, $log_lines) = standby_workers();
 ok($stat_workers >= 2 && $ps_workers >= 2 && $log_lines > 0,
 	'the same three checks see both workers once the server is promoted')
@@ -167,13 +241,33 @@ my $first_delivery = @from_new ? $from_new[0]{t} - $t_promote : -1;
 my @dup_ids = grep { $seen{$_} > 1 } @survived;
 my $extra = 0;
 $extra += $seen{$_} - 1 for @dup_ids;
-diag sprintf('failover: %d messages reached the promoted server, %d pending there '
-	  . 'at the crash; %d sent more than once (%d extra requests); first '
-	  . 'delivery from the promoted server %.2f s after the promotion began',
-	scalar(@survived), $pending_on_standby, scalar(@dup_ids), $extra,
-	$first_delivery);
+my ($decoded, $scanned) = split /\|/, $standby->safe_psql('postgres',
+	'SELECT decoded_from_wal, found_by_scan FROM outbox.stats');
+diag sprintf('failover (PostgreSQL %s, %s): %d messages reached the promoted '
+	  . 'server, %d pending there at the crash; %d lost; %d sent more than '
+	  . 'once (%d extra requests); first delivery from the promoted server '
+	  . '%.2f s after the promotion began; there %d were decoded from the '
+	  . 'slot, %d found by the table scan',
+	$primary->pg_version, $synced_slots ? 'synced slot' : 'fresh slot',
+	scalar(@survived), $pending_on_standby, scalar(@lost),
+	scalar(@dup_ids), $extra, $first_delivery, $decoded, $scanned);
 
 # --- the WAL fast path on the promoted server ------------------------------
+
+if ($synced_slots)
+{
+	is($decoded, '0',
+		'while it waited the decoder handed the dispatcher nothing');
+	$standby->append_conf('postgresql.conf', "synchronized_standby_slots = ''");
+	$standby->reload;
+	my $lsn_reload = $standby->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	ok( poll_until(
+			$standby,
+			"SELECT confirmed_flush_lsn >= '$lsn_reload' FROM pg_replication_slots "
+			  . "WHERE slot_name = 'outbox'",
+			't'),
+		'once the setting is amended the decoder goes on from the synced slot');
+}
 
 my $t0 = sql_epoch($standby, 'clock_timestamp()');
 my $id = $standby->safe_psql('postgres',
@@ -197,7 +291,7 @@ ok( poll_until(
 		"SELECT confirmed_flush_lsn >= '$lsn_after' FROM pg_replication_slots "
 		  . "WHERE slot_name = 'outbox'",
 		't'),
-	'the new slot is confirmed past that message');
+	'the slot is confirmed past that message');
 
 $standby->stop;
 done_testing();
