@@ -3,18 +3,19 @@
 # major version in OUTBOX_PG_MAJORS (default "15 17 18"),
 #   1. builds postgresql-NN-outbox with dpkg-buildpackage (debian/rules:
 #      pg_buildext) from a scratch copy of the tree: on this host for the
-#      host's own PostgreSQL (15 on bookworm), in the build root of
-#      test/pgroot.sh for the others (17: trixie, 18: sid);
+#      host's own PostgreSQL (15 on bookworm), for the others in a
+#      throwaway copy of test/pgroot.sh's root (17: trixie, 18: sid), where
+#      apt-get build-dep adds what debian/control asks for;
 #   2. checks what the .deb holds: outbox.so, outbox.control and every
 #      sql/outbox--*.sql, nothing else (no test file), its version (the
 #      control file's default_version) and its dependencies;
 #   3. installs it with apt-get into a throwaway copy of a clean root with
-#      only postgresql-NN (test/pgroot.sh --clean), which must pull in
-#      libcurl, and runs debian/tests/delivery there: a cluster preloading
-#      the installed library, CREATE EXTENSION, one message delivered to a
-#      local receiver.
-# Run as root (chroot, apt-get).  The exit status is 0 only when every step
-# of every version passed.
+#      only postgresql-NN (test/pgroot.sh --scratch --clean), which must
+#      pull in libcurl, and runs debian/tests/delivery there, on a network
+#      of its own: a cluster preloading the installed library, CREATE
+#      EXTENSION, one message delivered to a local receiver.
+# It checks META.json (PGXN) first.  Run as root (chroot, apt-get, unshare).
+# The exit status is 0 only when every step of every version passed.
 #
 # Environment: OUTBOX_PG_MAJORS, OUTBOX_KEEP=1 (keep the scratch directory
 # with the builds' logs and the .debs), OUTBOX_TEST_TIMEOUT (passed to the
