@@ -698,6 +698,10 @@ sub phase_keyed
 sub phase_big
 {
 	my $b = $r{big} = {};
+	# the workers' memory after the phases before, as the report's memory
+	# rows (but this phase's) give it
+	$r{hwm}{$_} = status_kb($r{pid}{$_}, 'VmHWM') for qw(disp dec);
+	$r{anon}{$_} = status_kb($r{pid}{$_}, 'RssAnon') for qw(disp dec);
 	my $down = free_port();
 	my $hang = free_port();
 	$hang_socket = IO::Socket::INET->new(
@@ -762,8 +766,6 @@ sub restarts
 # analysis.sql over the phases' id ranges: $r{a}{phase}{measure}
 sub phase_analysis
 {
-	$r{hwm}{$_} = status_kb($r{pid}{$_}, 'VmHWM') for qw(disp dec);
-	$r{anon}{$_} = status_kb($r{pid}{$_}, 'RssAnon') for qw(disp dec);
 	$r{restarted} = restarts();
 	nginx_stop();
 	my $lines = () = PostgreSQL::Test::Utils::slurp_file("$ngx/hooks.log") =~ /\n/g;
