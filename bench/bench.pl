@@ -37,9 +37,10 @@
 # soak: cluster, receiver, then soak in place of the rest: producers paced
 # at 1000/s for MINUTES, the workers' memory sampled.
 #
-# Only lost, duplicated or stray messages, per-key order violations and
-# broken machinery (a worker restart, a failed command) fail the run; the
-# timings and the memory verdicts never do.
+# Only what the report marks PASS/FAIL fails the run: lost, duplicated,
+# failed, stray or out-of-order messages, error lines in the server's or
+# nginx's log, broken machinery (a worker restart, a failed command); the
+# timings and the memory verdicts (PASS/MISS) never do.
 
 use strict;
 use warnings;
@@ -48,7 +49,7 @@ use File::Basename qw(dirname);
 use File::Copy qw(copy);
 use IO::Socket::INET;
 use IPC::Run ();
-use List::Util qw(max min sum0);
+use List::Util qw(max min);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time usleep);
 
@@ -65,32 +66,27 @@ $soak_minutes //= 10;
 die "bench.pl soak: MINUTES must be a whole number >= 2\n"
   if $mode eq 'soak' && !($soak_minutes =~ /^\d+$/ && $soak_minutes >= 2);
 
-# Sizes and durations.  quick is for the test suite: it checks the
-# machinery (no message lost, per-key order), not the timing targets.
-my %sizes = (
-	full => {
-		wrk_secs => 5, run_secs => 30,
-		paced_rate => 1000, paced_secs => 30,
-		keyed_rate => 1000, keyed_secs => 30,
-		backlog => 60000, backlog_txns => 4,
-		ordered => 20000,
-		big_per_target => 500, big_secs => 30,
-		drain_timeout => 300, settle_timeout => 120,
-	},
-	quick => {
-		wrk_secs => 1, run_secs => 3,
-		paced_rate => 200, paced_secs => 3,
-		keyed_rate => 200, keyed_secs => 3,
-		backlog => 5000, backlog_txns => 1,
-		ordered => 2000,
-		big_per_target => 20, big_secs => 3,
-		drain_timeout => 90, settle_timeout => 30,
-	},
-	soak => {
-		paced_rate => 1000, paced_secs => $soak_minutes * 60,
-		drain_timeout => 300,
-	},);
-my %s = %{ $sizes{$mode} };
+# Sizes and durations, full and quick.  quick is for the test suite: it
+# checks the machinery (no message lost, per-key order), not the timing
+# targets.
+my %size_table = (
+	wrk_secs => [ 5, 1 ],          # the receiver's capacity
+	run_secs => [ 30, 3 ],         # each unpaced producer run
+	paced_rate => [ 1000, 200 ],   # latency, unkeyed
+	paced_secs => [ 30, 3 ],
+	keyed_rate => [ 1000, 200 ],   # latency over 1,000 keys
+	keyed_secs => [ 30, 3 ],
+	backlog => [ 60000, 5000 ],    # the drain
+	backlog_txns => [ 4, 1 ],
+	ordered => [ 20000, 2000 ],    # each ordered drain
+	big_per_target => [ 500, 20 ], # messages of 1 MB per slow or dead target
+	big_secs => [ 30, 3 ],         # sampled for this long after queueing
+	drain_timeout => [ 300, 90 ],
+	settle_timeout => [ 120, 30 ],);
+my %s =
+	$mode eq 'soak'
+  ? (paced_rate => 1000, paced_secs => $soak_minutes * 60, drain_timeout => 300)
+  : map { $_ => $size_table{$_}[ $mode eq 'full' ? 0 : 1 ] } keys %size_table;
 my ($clients, $threads) = (4, 2);
 my $pad = 'x' x 104;    # makes the payload ~200 bytes of JSON
 my $keys_paced = 1000;    # keys of the keyed latency phase
@@ -984,13 +980,6 @@ sub problem_rows
 	return;
 }
 
-# Latency rows of a phase: "p50", "  p95", ... with the label of the first
-sub latency
-{
-	my ($phase) = @_;
-	return $r{a}{$phase};
-}
-
 # "flat" when the private memory grew by less than 1 MB over the paced run
 sub trend
 {
@@ -1003,7 +992,7 @@ sub report
 {
 	my $p = $r{producers};
 	my $d = $r{drain};
-	my ($lp, $lu, $lk) = map { latency($_) } qw(paced live keyed);
+	my ($lp, $lu, $lk) = @{ $r{a} }{qw(paced live keyed)};
 	my $o = $r{ordered};
 	my $live_n = $r{phase}{live}[1] - $r{phase}{live}[0];
 	my $paced_n = $r{phase}{paced}[1] - $r{phase}{paced}[0];
@@ -1122,7 +1111,7 @@ EOT
 sub report_soak
 {
 	my ($dm, $em) = map { soak_memory($_) } qw(disp dec);
-	my $lp = latency('soak');
+	my $lp = $r{a}{soak};
 	my $n = $r{phase}{soak}[1] - $r{phase}{soak}[0];
 	my $c = $r{soak}{cpu};
 	my $file = "$dir/soak-samples.txt";
@@ -1206,16 +1195,22 @@ sub server_log_summary
 	return;
 }
 
-# Only losses, order violations and broken machinery fail the run, never a
+# The checks marked PASS/FAIL fail the run: lost, duplicated, failed,
+# stray or out-of-order messages, errors logged, broken machinery; never a
 # timing (nor a memory trend)
 sub verdict
 {
 	my $a = $r{a}{all};
 	my @failed;
 	push @failed, "$a->{lost} message(s) lost" if $a->{lost};
+	push @failed, "$a->{duplicates} message(s) received more than once" if $a->{duplicates};
+	push @failed, "$a->{not_ok} non-2xx answer(s)" if $a->{not_ok};
 	push @failed, "$a->{undelivered} message(s) not delivered" if $a->{undelivered};
 	push @failed, "$a->{stray} received id(s) that were never queued" if $a->{stray};
 	push @failed, "worker(s) restarted: $r{restarted}" if $r{restarted};
+	push @failed, scalar(@{ $r{server_problems} }) . ' ERROR/WARNING/FATAL line(s) in the server log'
+	  if @{ $r{server_problems} };
+	push @failed, "$r{ngx_problems} line(s) in nginx's error log" if $r{ngx_problems};
 	for my $phase (sort keys %{ $r{a} })
 	{
 		my $v = $r{a}{$phase};
@@ -1285,5 +1280,5 @@ if (!verdict())
 {
 	exit 1;
 }
-say_line("\nbench: OK (no message lost)");
+say_line("\nbench: OK (no message lost, duplicated or out of order)");
 exit 0;

@@ -40,9 +40,10 @@
 # and a report table at the end.  Every process it starts is stopped when
 # it exits, however it exits.
 #
-# Exit status: 0 when the benchmark ran, no message was lost and every
-# key's messages arrived in order, whatever the timings; non-zero when a
-# message was lost, duplicated or out of order, or something broke.  The
+# Exit status: 0 when the benchmark ran, no message was lost or duplicated,
+# every key's messages arrived in order and neither the server nor nginx
+# logged an error, whatever the timings; non-zero when a check the report
+# marks FAIL failed, or something broke.  The
 # scratch directory is removed on success and kept on failure (OUTBOX_KEEP=1
 # keeps it always; a soak keeps it but for the cluster).  The memory
 # verdicts, like the timings, do not fail the run.
