@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The outbox benchmark.
 #
-#   bash bench/run.sh            # full run: about 5 minutes on 2 cores
+#   bash bench/run.sh            # full run: about 6 minutes on 2 cores
 #   bash bench/run.sh --quick    # small sizes, 4 s runs: about a minute
 #   bash bench/run.sh --soak [--soak-minutes N]   # N minutes (default 10) + ~10 s
 #
