@@ -2,14 +2,14 @@
 # The outbox benchmark.
 #
 #   bash bench/run.sh            # full run: about 6 minutes on 2 cores
-#   bash bench/run.sh --quick    # small sizes, 4 s runs: about a minute
+#   bash bench/run.sh --quick    # small sizes, 3 s runs: about a minute
 #   bash bench/run.sh --soak [--soak-minutes N]   # N minutes (default 10) + ~10 s
 #
 # Full: 30 s pgbench runs (4 clients), a 60,000-message backlog, ordered
 # drains of 20,000 messages (no key, 16 keys, 1,000 keys, a key per
 # message), latency paced at 1000 messages/s for 30 s unkeyed and over
 # 1,000 keys, then 4 slow or dead targets with 500 messages of 1 MB each.
-# --quick: 4 s runs, backlogs of 5,000 and 2,000 messages, 200 messages/s,
+# --quick: 3 s runs, backlogs of 5,000 and 2,000 messages, 200 messages/s,
 # 20 messages of 1 MB per target; it is meant for the test suite and checks
 # the machinery (no message lost, per-key order kept), not the timing
 # targets.
