@@ -697,6 +697,7 @@ request_done(OutboxHttpResult *r)
 	bool		was_open = target->open;
 	TimestampTz now = GetCurrentTimestamp();
 	OutboxVerdict v;
+	bool		waiting;
 
 	outbox_judge(target, t->msg->attempts, t->msg->probe_failures, t->probe,
 				 r, now, &v);
@@ -706,7 +707,15 @@ request_done(OutboxHttpResult *r)
 		outbox_tracked_free(t);
 		return;
 	}
-	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now);
+	waiting = t->msg->key && outbox_key_finished(target->name, t->msg->key);
+
+	/*
+	 * A later message of the key waits for this outcome unless this one is
+	 * retried (it stays first).  Another that comes later is checked in a
+	 * transaction, which records the outcomes held first.
+	 */
+	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now,
+					   waiting && v.state != OUTBOX_PENDING);
 	/* Sweep on when the retry is due, if that is sooner */
 	if (v.next_attempt_at != 0 &&
 		(v.next_attempt_at < next_scan_at || next_scan_at == 0))
@@ -715,7 +724,6 @@ request_done(OutboxHttpResult *r)
 	if (t->msg->key)
 	{
 		bool		retry = (v.state == OUTBOX_PENDING);
-		bool		waiting = outbox_key_finished(target->name, t->msg->key);
 
 		if (retry)
 		{
