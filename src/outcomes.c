@@ -42,11 +42,17 @@ static int	n_outcomes = 0;
 static int	max_outcomes = 0;
 static TimestampTz outcomes_flush_at = 0;	/* when to record them */
 
-/* Hold the outcome of the attempt of message id, started at started_at */
+/*
+ * Hold the outcome of the attempt of message id, started at started_at.
+ * awaited: the next message of its key waits for this outcome to be
+ * recorded, so it is recorded at the next turn rather than after
+ * OUTCOME_LINGER_MS.  (Any keyed outcome is committed synchronously; see
+ * outbox_outcomes_record().)
+ */
 void
 outbox_outcome_add(int64 id, const OutboxMessage *msg, TimestampTz started_at,
 				   const OutboxVerdict *v, const OutboxHttpResult *r,
-				   TimestampTz now)
+				   TimestampTz now, bool awaited)
 {
 	Outcome    *o;
 	bool		delivered = (v->state == OUTBOX_DELIVERED);
@@ -76,8 +82,7 @@ outbox_outcome_add(int64 id, const OutboxMessage *msg, TimestampTz started_at,
 	o->delivered_at = delivered ? now : 0;
 	o->next_attempt_at = v->next_attempt_at;
 
-	/* The next message of a key waits for this one's durable outcome */
-	if (o->keyed || n_outcomes >= OUTCOME_BATCH)
+	if (awaited || n_outcomes >= OUTCOME_BATCH)
 		outcomes_flush_at = Min(outcomes_flush_at, now);
 }
 
