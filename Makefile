@@ -32,7 +32,7 @@ PG_CFLAGS = -Wall -Werror -MMD -MP
 EXTRA_CLEAN = $(OBJS:.o=.d)
 
 # pg_regress: the SQL surface, on a throwaway instance of its own
-REGRESS = api errors policy privileges upgrade
+REGRESS = api errors key_head policy privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 
 # isolation tests: producers racing one another (specs/), on an instance of
@@ -52,5 +52,7 @@ include $(PGXS)
 # After PGXS, which sets it: where prove finds OutboxTest.pm
 PG_PROVE_FLAGS += -I $(srcdir)/test/lib
 
-# Each object's header dependencies, as the compiler found them (-MMD)
+# Each object's header dependencies, as the compiler found them (-MMD);
+# the files that use OUTBOX_VERSION are rebuilt when it changes
 -include $(OBJS:.o=.d)
+src/dispatcher.o src/http.o: $(EXTENSION).control

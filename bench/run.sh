@@ -1,44 +1,52 @@
 #!/usr/bin/env bash
 # The outbox benchmark.
 #
-#   bash bench/run.sh            # full run: about 4 minutes on 2 cores
-#   bash bench/run.sh --quick    # small sizes, 5 s runs: under a minute
+#   bash bench/run.sh            # full run: about 6 minutes on 2 cores
+#   bash bench/run.sh --quick    # small sizes, 3 s runs: about a minute
 #   bash bench/run.sh --soak [--soak-minutes N]   # N minutes (default 10) + ~10 s
 #
-# Full: 30 s pgbench runs (4 clients), a 100,000-message backlog, latency
-# paced at 1000 messages/s for 30 s.  --quick: 5 s runs, 5,000 messages,
-# 200 messages/s for 5 s; it is meant for the test suite and checks the
-# machinery (no message lost), not the timing targets.
+# Full: 30 s pgbench runs (4 clients), a 60,000-message backlog, ordered
+# drains of 20,000 messages (no key, 16 keys, 1,000 keys, a key per
+# message), latency paced at 1000 messages/s for 30 s unkeyed and over
+# 1,000 keys, then 4 slow or dead targets with 500 messages of 1 MB each.
+# --quick: 3 s runs, backlogs of 5,000 and 2,000 messages, 200 messages/s,
+# 20 messages of 1 MB per target; it is meant for the test suite and checks
+# the machinery (no message lost, per-key order kept), not the timing
+# targets.
 #
 # --soak: is the workers' memory flat over a long run?  The same cluster and
 # receiver, then pgbench paced at 1000 transactions/s (outbox_queue, 4
 # clients) for N minutes (--soak-minutes N, at least 2; default 10) and
-# nothing else (no wrk, baseline or drain).  Every 10 s it samples each
-# worker's VmRSS and RssAnon (/proc/<pid>/status), the messages pending
-# and delivered; every minute each worker's memory contexts too
-# (pg_log_backend_memory_contexts(), its "Grand total" read back from the
-# server log).  The table gives per worker RssAnon at minute 1 (after
-# warm-up), at the end, its max and its slope (kB/min, least squares over
-# minute 1 to the end), the memory contexts at minute 1 and at the end, and
-# a verdict: "flat" when RssAnon grew by less than 2 MB and 200 kB/min,
-# else "GROWING"; then messages queued, delivered, lost, duplicated and the
-# latency over the whole soak.  The raw samples (soak-samples.txt) and the
-# workers' smaps stay in the scratch directory, which a soak always keeps
-# (its cluster removed on success).  Not part of the test suite.
+# nothing else.  Every 10 s it samples each worker's VmRSS and RssAnon
+# (/proc/<pid>/status), the messages pending and delivered; every minute
+# each worker's memory contexts too (pg_log_backend_memory_contexts(), its
+# "Grand total" read back from the server log).  The table gives per worker
+# RssAnon at minute 1 (after warm-up), at the end, its max and its slope
+# (kB/min, least squares over minute 1 to the end), the memory contexts at
+# minute 1 and at the end, and a verdict: "flat" when RssAnon grew by less
+# than 2 MB and 200 kB/min, else "GROWING"; then messages queued,
+# delivered, lost, duplicated and the latency over the whole soak.  The raw
+# samples (soak-samples.txt) and the workers' smaps stay in the scratch
+# directory, which a soak always keeps (its cluster removed on success).
+# Not part of the test suite.
 #
 # As root on Debian 12 it installs what it needs with apt-get (PostgreSQL 15
 # and the build dependencies through test/install-deps.sh, plus nginx-light,
 # wrk and curl), builds and installs the extension (skip that with
-# OUTBOX_SKIP_INSTALL=1), then runs bench/bench.sh as the postgres user in a
-# scratch directory: a throwaway cluster and an nginx receiver on 127.0.0.1,
-# pgbench producers, and a report table at the end.  Every process it
-# starts is stopped when it exits, however it exits.
+# OUTBOX_SKIP_INSTALL=1), then runs bench/bench.pl (Perl, on PostgreSQL's
+# TAP modules and test/lib/OutboxTest.pm; its SQL analysis is
+# bench/analysis.sql) as the postgres user in a scratch directory: a
+# throwaway cluster and an nginx receiver on 127.0.0.1, pgbench producers,
+# and a report table at the end.  Every process it starts is stopped when
+# it exits, however it exits.
 #
-# Exit status: 0 when the benchmark ran and no message was lost, whatever
-# the timings; non-zero when a message was lost or something broke.  The
+# Exit status: 0 when the benchmark ran, no message was lost or duplicated,
+# every key's messages arrived in order and neither the server nor nginx
+# logged an error, whatever the timings; non-zero when a check the report
+# marks FAIL failed, or something broke.  The
 # scratch directory is removed on success and kept on failure (OUTBOX_KEEP=1
-# keeps it always; a soak keeps it but for the cluster).  The memory verdict
-# of a soak, like the timings, does not fail the run.
+# keeps it always; a soak keeps it but for the cluster).  The memory
+# verdicts, like the timings, do not fail the run.
 set -euo pipefail
 
 pgbin=${OUTBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -82,7 +90,7 @@ fi
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
+perl -MIPC::Run -e 1 >/dev/null 2>&1 || missing+=(libipc-run-perl)
 if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
     missing+=(nginx-light)
 fi
@@ -141,7 +149,7 @@ finish() {
         wait "$inner_pid" 2>/dev/null || true
     fi
     if [[ $status -eq 0 && -z ${OUTBOX_KEEP:-} && $mode == soak ]]; then
-        rm -rf "$work/data"
+        # (the cluster itself is removed by PostgreSQL::Test::Cluster on success)
         echo "(soak samples and logs kept in $work)"
     elif [[ $status -eq 0 && -z ${OUTBOX_KEEP:-} ]]; then
         rm -rf "$work"
@@ -155,9 +163,19 @@ trap finish EXIT
 forward() { [[ -z $inner_pid ]] || kill -TERM "$inner_pid" 2>/dev/null || true; }
 trap forward INT TERM
 
-cp bench/bench.sh bench/soak.sh bench/wrk-post.lua conf/outbox.conf "$work/"
+# What the benchmark reads, in the tree's layout (OutboxTest.pm finds
+# conf/outbox.conf next to test/)
+mkdir -p "$work/tree/bench" "$work/tree/test/lib" "$work/tree/conf"
+cp bench/bench.pl bench/analysis.sql bench/wrk-post.lua "$work/tree/bench/"
+cp test/lib/OutboxTest.pm "$work/tree/test/lib/"
+cp conf/outbox.conf "$work/tree/conf/"
+pgxs=$("$pgbin/pg_config" --pkglibdir)/pgxs
 
-pass_env=(HOME="$work" LANG=C.UTF-8 TZ=UTC
+# TESTDIR and PG_REGRESS as PGXS's prove_installcheck sets them:
+# PostgreSQL::Test::Utils puts tmp_check/ (the cluster, the logs) in
+# TESTDIR, and PostgreSQL::Test::Cluster's init runs pg_regress
+pass_env=(HOME="$work" LANG=C.UTF-8 TZ=UTC TESTDIR="$work"
+          PG_REGRESS="$pgxs/src/test/regress/pg_regress"
           PATH="$pgbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 if [[ $(id -u) -eq 0 ]]; then
     chown -R postgres: "$work"
@@ -167,7 +185,9 @@ if [[ $(id -u) -eq 0 ]]; then
 else
     as_user=()
 fi
-"${as_user[@]}" env -i "${pass_env[@]}" bash "$work/bench.sh" "$mode" "$work" "$soak_minutes" &
+"${as_user[@]}" env -i "${pass_env[@]}" \
+    perl -I "$pgxs/src/test/perl" -I "$work/tree/test/lib" \
+    "$work/tree/bench/bench.pl" "$mode" "$soak_minutes" &
 inner_pid=$!
 while :; do
     status=0

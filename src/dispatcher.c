@@ -96,10 +96,16 @@
 #include "store.h"
 #include "tracking.h"
 
-/* Rows fetched by one table scan */
+/* Rows fetched by one table scan, and keys looked up at once */
 #define SCAN_BATCH				1000
-/* Messages a target may hold in its queue; more wait in the table */
+#define KEY_LOOKUP_BATCH		1000
+/*
+ * Messages a target may hold in its queue, and bytes all queues together
+ * may hold; more wait in the table.  A queue may always hold one message,
+ * however large, so that every target makes progress.
+ */
 #define TARGET_QUEUE_CAP		1000
+#define QUEUED_BYTES_MAX		(32 * 1024 * 1024)
 /* Look again this soon for a probe whose message was still in flight */
 #define PROBE_RECHECK_MS		200
 /* Scan at least this often, whatever else happens (safety net) */
@@ -233,9 +239,11 @@ secrets_usable(void)
  *
  * first_in_key: msg has a key, and was found to be the first pending
  * message of it, so the per-key gate need not check it.  Such a message is
- * queued even when the queue is full: one is found per keyed message
- * finished, so the queue stays bounded, and leaving it in the table would
- * take a sweep from the start to find it again.
+ * queued even when the queue has TARGET_QUEUE_CAP messages: one is found
+ * per keyed message finished, so the queue stays bounded, and leaving it in
+ * the table would take a sweep from the start to find it again.  The byte
+ * bound holds for it too, since one key's head may be as large as any
+ * message: then it waits for that sweep.
  */
 static Tracked *
 track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
@@ -243,8 +251,9 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 {
 	OutboxTarget *target = outbox_target_get(msg->target);
 	TargetQueue *queue = target ? outbox_queue_of(target->name) : NULL;
-	bool		full = queue != NULL && !first_in_key &&
-		queue->length >= TARGET_QUEUE_CAP;
+	bool		full = queue != NULL && queue->length > 0 &&
+		((!first_in_key && queue->length >= TARGET_QUEUE_CAP) ||
+		 outbox_queued_bytes() + msg->size > QUEUED_BYTES_MAX);
 
 	if (full)
 		queue->overflowed = true;	/* scan for it when there is room */
@@ -471,13 +480,15 @@ noop(void *arg)
 
 /*
  * Can the target take more messages into its queue?  A slow target fills its
- * queue and is left out of scans, so it cannot crowd out the others.
+ * queue and is left out of scans, so it cannot crowd out the others; and
+ * while the queues hold half their bytes, scans wait for them to drain.
  */
 static bool
 has_room(OutboxTarget *target)
 {
 	return !target->open &&
 		outbox_queue_of(target->name)->length < TARGET_QUEUE_CAP / 2 &&
+		outbox_queued_bytes() < QUEUED_BYTES_MAX / 2 &&
 		secrets_usable();
 }
 
@@ -605,7 +616,8 @@ static void
 fetch_key_heads(void *arg)
 {
 	/* The time now() gives, which decides whether a message is due */
-	List	   *lookups = outbox_keys_due(GetCurrentTransactionStartTimestamp());
+	List	   *lookups = outbox_keys_due(GetCurrentTransactionStartTimestamp(),
+											  KEY_LOOKUP_BATCH);
 	List	   *keys = NIL;
 	XLogRecPtr	scan_lsn;
 	MessageRow *rows;

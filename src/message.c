@@ -137,6 +137,7 @@ outbox_message_decode(const char *buf, uint32 len)
 	uint32		pos = 0;
 
 	msg->data = palloc(len);
+	msg->size = len;
 	memcpy(msg->data, buf, len);
 	if (len < sizeof(int64) + sizeof(XLogRecPtr))
 		elog(ERROR, "outbox message truncated");

@@ -31,6 +31,7 @@ typedef struct OutboxMessage
 	Jsonb	   *headers;		/* may be NULL */
 	Jsonb	   *payload;
 	char	   *data;
+	uint32		size;			/* bytes of "data" */
 } OutboxMessage;
 
 extern void outbox_message_encode(StringInfo out, const OutboxMessage *msg);

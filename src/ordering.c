@@ -173,17 +173,20 @@ outbox_key_lookup(const char *target, const char *key, TimestampTz at)
 
 /*
  * The keys to look up now (OutboxKey *), those taken before but not looked
- * up first.  Call outbox_keys_looked_up() once they are, else they come back
- * next time.
+ * up first, at most "limit" of them (more are due at once after a backlog
+ * of keyed messages fails: they wait for the next turn, so that one lookup
+ * fetches a bounded number of rows).  Call outbox_keys_looked_up() once
+ * they are, else they come back next time.
  */
 List *
-outbox_keys_due(TimestampTz now)
+outbox_keys_due(TimestampTz now, int limit)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 	List	   *keys = NIL;
 	ListCell   *lc;
 
-	while (lookups != NULL && !pairingheap_is_empty(lookups))
+	while (lookups != NULL && !pairingheap_is_empty(lookups) &&
+		   list_length(taken) < limit)
 	{
 		KeyLookup  *l = pairingheap_container(KeyLookup, node,
 											  pairingheap_first(lookups));

@@ -36,7 +36,7 @@ extern void outbox_key_wait(const char *target, const char *key);
 extern bool outbox_key_finished(const char *target, const char *key);
 extern void outbox_key_lookup(const char *target, const char *key,
 							  TimestampTz at);
-extern List *outbox_keys_due(TimestampTz now);
+extern List *outbox_keys_due(TimestampTz now, int limit);
 extern bool outbox_keys_next_lookup(TimestampTz *at);
 extern void outbox_keys_looked_up(void);
 extern void outbox_keys_forget(void);

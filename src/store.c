@@ -132,6 +132,17 @@ jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? NULL : DatumGetJsonbP(d);
 }
 
+/* Free what jsonb_or_null() returned, if detoasting made it a copy */
+static void
+free_detoasted(HeapTuple tup, TupleDesc desc, int col, Jsonb *value)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (value != NULL && (Pointer) value != DatumGetPointer(d))
+		pfree(value);
+}
+
 static int32
 int32_column(HeapTuple tup, TupleDesc desc, int col)
 {
@@ -203,7 +214,15 @@ outbox_store_message(const MessageRow *r, MemoryContext cxt)
 	oldcxt = MemoryContextSwitchTo(cxt);
 	msg = outbox_message_decode(buf.data, buf.len);
 	MemoryContextSwitchTo(oldcxt);
+
+	/*
+	 * A scan builds many messages in one transaction: free the detoasted
+	 * copies at once, so that it holds one large payload at a time, not
+	 * every payload it read until the transaction ends.
+	 */
 	pfree(buf.data);
+	free_detoasted(tup, desc, MC_HEADERS, row.headers);
+	free_detoasted(tup, desc, MC_PAYLOAD, row.payload);
 	return msg;
 }
 

@@ -41,6 +41,7 @@ typedef struct TrackedEntry
 MemoryContext outbox_message_context = NULL;
 static HTAB *tracked;
 static HTAB *queues;			/* TargetQueue by target name */
+static Size queued_bytes = 0;	/* of the messages in all queues */
 static dlist_head done_list = DLIST_STATIC_INIT(done_list);
 
 /* Make the hash table and the context of the messages, at worker start */
@@ -207,6 +208,7 @@ outbox_queue_push(TargetQueue *queue, Tracked *t)
 	t->queue = queue;
 	dlist_push_tail(&queue->messages, &t->node);
 	queue->length++;
+	queued_bytes += t->msg->size;
 }
 
 /* The entry queued first, or NULL if the queue is empty */
@@ -226,6 +228,14 @@ outbox_queue_remove(Tracked *t)
 	dlist_delete(&t->node);
 	t->queue->length--;
 	t->queue = NULL;
+	queued_bytes -= t->msg->size;
+}
+
+/* The bytes of the messages waiting in all queues */
+Size
+outbox_queued_bytes(void)
+{
+	return queued_bytes;
 }
 
 /* Drop a queue and forget its entries: their messages wait in the table */

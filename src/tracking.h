@@ -72,5 +72,6 @@ extern Tracked *outbox_queue_head(TargetQueue *queue);
 extern void outbox_queue_remove(Tracked *t);
 extern void outbox_queue_forget(TargetQueue *queue);
 extern void outbox_queues_sync(void);
+extern Size outbox_queued_bytes(void);
 
 #endif							/* OUTBOX_TRACKING_H */
