@@ -12,6 +12,8 @@
 #      each with its own temporary server) and the TAP tests (prove
 #      test/t/*.pl, through PGXS); the benchmark's quick mode runs on the
 #      host's major only.
+# Then the Debian packages of those majors are built and each installed
+# into a clean root, where it delivers one message (test/packages.sh).
 # Each major prints its summary, and a last summary lists them all.  The
 # exit status is 0 only when everything passed on every major.
 #
@@ -21,7 +23,8 @@
 # (subset), PROVE_FLAGS="-v" (extra prove flags), OUTBOX_TEST_TIMEOUT
 # (seconds a test waits for something to happen, default 30), OUTBOX_KEEP=1
 # (keep the scratch directory), OUTBOX_SKIP_INSTALL=1 (skip apt, build and
-# install on the host), OUTBOX_SKIP_BENCH=1, OUTBOX_PG_BINDIR (the
+# install on the host), OUTBOX_SKIP_BENCH=1, OUTBOX_SKIP_PACKAGES=1 (no
+# Debian packages at the end), OUTBOX_PG_BINDIR (the
 # PostgreSQL bin directory of this machine to build and test with, default
 # /usr/lib/postgresql/15/bin), OUTBOX_ROOTS (where pgroot.sh caches the
 # roots).  Testing 17 or 18 needs root (debootstrap, chroot).
@@ -173,6 +176,25 @@ for major in $majors; do
         overall=1
     fi
 done
+
+# The Debian packages of the same majors: each is built, installed into a
+# clean root and delivers one message from the installed files (see
+# test/packages.sh).  Not for a subset of the tests, nor without root.
+if [[ -z ${PROVE_TESTS:-} && -z ${OUTBOX_SKIP_PACKAGES:-} && $(id -u) -eq 0 ]]; then
+    started=$(date +%s)
+    echo
+    echo "######## Debian packages ($majors) ########"
+    status=0
+    OUTBOX_PG_MAJORS="$majors" bash "$root/test/packages.sh" || status=$?
+    took=$(( $(date +%s) - started ))
+    if [[ $status -eq 0 ]]; then
+        summary+=("Debian packages ($majors): passed ($((took / 60)) min $((took % 60)) s)")
+    else
+        summary+=("Debian packages ($majors): FAILED, exit $status ($((took / 60)) min $((took % 60)) s)")
+        overall=1
+    fi
+fi
+
 echo
 echo "######## all majors ########"
 printf '%s\n' "${summary[@]}"
