@@ -90,7 +90,9 @@ outbox_slot_acquire(const char *name)
  * removed past max_slot_wal_keep_size) by clearing restart_lsn; 16 and
  * later record each cause (also rows removed on a standby, wal_level
  * lowered, and on 18 idle_replication_slot_timeout), some of which keep
- * restart_lsn.
+ * restart_lsn.  Acquired with outbox_slot_acquire(), 18 even lets a slot
+ * invalidated for idleness be decoded, though neither its WAL nor its
+ * catalog rows are retained any more: this check keeps the decoder off it.
  */
 static inline bool
 outbox_slot_invalidated(ReplicationSlot *slot)
@@ -139,8 +141,8 @@ outbox_slot_invalidation_reason(ReplicationSlot *slot)
  * synchronized_standby_slots (17 and later) have confirmed it, as
  * PostgreSQL's own decoding functions do for a failover slot: the decoder
  * then never hands the dispatcher a message that the failover standby does
- * not have, and the synced slot never lags behind the primary's.  Returns at
- * once when the setting is empty, and always on 15.
+ * not have, and the primary's slot never gets ahead of what the standby can
+ * sync.  Returns at once when the setting is empty, and always on 15.
  */
 static inline void
 outbox_wait_for_standbys(XLogRecPtr lsn)

@@ -5,9 +5,9 @@
  *
  * outbox.targets is parsed once by its check hook into a single block from
  * outbox_guc_malloc (the GUC machinery owns and frees "extra" data), so
- * every process looks targets up without re-parsing the string.  The database and slot
- * settings are checked and turned into the list of databases served by
- * databases.c.
+ * every process looks targets up without re-parsing the string.  The
+ * database and slot settings are checked and turned into the list of
+ * databases served by databases.c.
  *
  *-------------------------------------------------------------------------
  */

@@ -111,6 +111,12 @@ make_root() {
         umount_root "$r"
         rm -rf --one-file-system "$r"
     fi
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        log "installing debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get -qq update >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -y -qq install --no-install-recommends \
+            debootstrap >&2
+    fi
     log "making $r (debootstrap $suite from $(mirror))"
     mkdir -p "$(dirname "$r")"
     if ! debootstrap --variant=minbase "$suite" "$r" "$(mirror)" >"$r.debootstrap.log" 2>&1; then
