@@ -31,6 +31,7 @@ our @EXPORT = qw(
   http_date worker_pid cpu_seconds
   start_producer wait_producer producer_ids check_no_loss run_example
   gdb_attach gdb_command gdb_wait gdb_detach wait_for_decoding
+  slot_confirmed_past
   is_signed_with random_key
 );
 
@@ -743,6 +744,26 @@ sub wait_seconds
 	my ($s) = @_;
 	usleep(int($s * 1_000_000));
 	return;
+}
+
+=pod
+
+=item slot_confirmed_past($node, $lsn, $slot)
+
+Wait until the decoder's slot ($slot, default 'outbox') is confirmed at
+or past WAL position $lsn: every message committed before it has been
+decoded and handed over (or left for a scan).  Returns true when it is.
+
+=cut
+
+sub slot_confirmed_past
+{
+	my ($node, $lsn, $slot) = @_;
+	$slot //= 'outbox';
+	return poll_until($node,
+		"SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots "
+		  . "WHERE slot_name = '$slot'",
+		't');
 }
 
 =pod

@@ -261,11 +261,7 @@ if ($synced_slots)
 	$standby->append_conf('postgresql.conf', "synchronized_standby_slots = ''");
 	$standby->reload;
 	my $lsn_reload = $standby->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-	ok( poll_until(
-			$standby,
-			"SELECT confirmed_flush_lsn >= '$lsn_reload' FROM pg_replication_slots "
-			  . "WHERE slot_name = 'outbox'",
-			't'),
+	ok( slot_confirmed_past($standby, $lsn_reload),
 		'once the setting is amended the decoder goes on from the synced slot');
 }
 
@@ -286,11 +282,7 @@ ok( poll_until(
 		'delivered|t'),
 	'its row is delivered, via the WAL');
 my $lsn_after = $standby->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-ok( poll_until(
-		$standby,
-		"SELECT confirmed_flush_lsn >= '$lsn_after' FROM pg_replication_slots "
-		  . "WHERE slot_name = 'outbox'",
-		't'),
+ok( slot_confirmed_past($standby, $lsn_after),
 	'the slot is confirmed past that message');
 
 $standby->stop;

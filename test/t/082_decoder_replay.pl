@@ -47,9 +47,7 @@ gdb_detach($gdb);
 my $restarted = worker_pid($node, 'outbox decoder', not => $decoder);
 ok($restarted, 'the decoder is restarted');
 ok(wait_for_decoding($node), 'and streams again from where it had confirmed');
-ok(poll_until($node,
-		"SELECT confirmed_flush_lsn >= '$committed' FROM pg_replication_slots WHERE slot_name = 'outbox'",
-		't'),
+ok(slot_confirmed_past($node, $committed),
 	'it has decoded the transaction again and handed it over');
 wait_seconds(1);    # for the dispatcher to take it from the ring
 

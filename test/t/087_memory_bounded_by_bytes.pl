@@ -80,8 +80,8 @@ while (time() < $deadline)
 	my $kb = rss_anon();
 	$max_kb = $kb if $kb > $max_kb;
 	$passed = $node->safe_psql('postgres',
-		"SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots "
-		  . "WHERE slot_name = 'outbox'");
+		"SELECT pg_wal_lsn_diff(confirmed_flush_lsn, '$lsn') >= 0"
+		  . " FROM pg_replication_slots WHERE slot_name = 'outbox'");
 	last if $passed eq 't';
 	usleep(200_000);
 }

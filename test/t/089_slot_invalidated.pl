@@ -100,11 +100,7 @@ ok($req, 'a message queued after the slot was recreated is delivered');
 ok($req && $req->{t} - $t0 < 1,
 	'it arrives within a second (the fast path, not the safety scan)');
 my $lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-ok( poll_until(
-		$node,
-		"SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots "
-		  . "WHERE slot_name = 'outbox'",
-		't'),
+ok( slot_confirmed_past($node, $lsn),
 	'the new slot is confirmed past that message');
 is( $node->safe_psql('postgres',
 		q{SELECT decoder_starts FROM outbox.stats}),
