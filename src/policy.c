@@ -142,8 +142,8 @@ backoff_cap_ms(int attempts)
 }
 
 /* Full-jitter exponential backoff: uniform in [0, cap] */
-TimestampTz
-outbox_retry_time(TimestampTz now, int attempts)
+static TimestampTz
+retry_time(TimestampTz now, int attempts)
 {
 	double		delay_ms = pg_prng_double(&pg_global_prng_state) *
 		backoff_cap_ms(attempts);
@@ -298,7 +298,7 @@ outbox_judge(OutboxTarget *target, int32 attempts, int32 probe_failures,
 			v->next_attempt_at = now +
 				Min(r->retry_after_ms, (int64) outbox_retry_max_delay) * 1000;
 		else
-			v->next_attempt_at = outbox_retry_time(now, counted);
+			v->next_attempt_at = retry_time(now, counted);
 	}
 }
 

@@ -56,7 +56,6 @@ extern void outbox_targets_sync(void);
 extern OutboxTarget *outbox_target_get(const char *name);
 extern List *outbox_target_all(void);
 extern int	outbox_target_limit(OutboxTarget *target);
-extern TimestampTz outbox_retry_time(TimestampTz now, int attempts);
 extern void outbox_target_sent(OutboxTarget *target, bool probe);
 extern void outbox_judge(OutboxTarget *target, int32 attempts,
 						 int32 probe_failures, bool probe,
