@@ -177,6 +177,19 @@ static TimestampTz restart_scan_at = 0; /* sweep from the start then */
 /* When to try again to fetch the next message of keys, after an error */
 static TimestampTz lookup_retry_at = 0;
 
+/*
+ * The keys whose next message waits are looked up in batches.  A backlog
+ * of few keys goes out a message per key at a time, and those requests
+ * come back within a fraction of a millisecond of each other; looking up
+ * the first keys at once would leave the others to the next transaction,
+ * and split the keys into groups that each wait for the other's
+ * transaction as well as their own.  So a batch is looked up once no
+ * keyed request is in flight any more, or KEY_BATCH_MS after its first
+ * key finished, whichever comes first.
+ */
+#define KEY_BATCH_MS			1
+static TimestampTz key_batch_at = 0;
+
 static TimestampTz next_prune_at = 0;
 
 /* Targets already reported as missing from outbox.targets */
@@ -233,17 +246,74 @@ secrets_usable(void)
 }
 
 /*
+ * Keyed messages let through by the table in the transaction now running
+ * (a scan or a key lookup found each the first pending message of its
+ * key), by id.  What let them through includes the outcomes that
+ * transaction recorded first; if it fails, those are not recorded, and
+ * sending the next message of a key before its predecessor's outcome is
+ * durable would let a crash send the predecessor again after it.  So when
+ * a transaction fails, these wait in the table instead (see
+ * run_in_transaction()).
+ */
+static int64 *admitted = NULL;
+static int	n_admitted = 0;
+static int	max_admitted = 0;
+
+/* msg is first in its key: it needs no gate check */
+static void
+admit(Tracked *t)
+{
+	t->gate_ok = true;
+	if (t->msg->key == NULL)
+		return;
+	if (n_admitted == max_admitted)
+	{
+		max_admitted = Max(64, max_admitted * 2);
+		admitted = admitted == NULL ?
+			MemoryContextAlloc(outbox_dispatcher_context,
+							   sizeof(int64) * max_admitted) :
+			repalloc(admitted, sizeof(int64) * max_admitted);
+	}
+	admitted[n_admitted++] = t->id;
+}
+
+static void wait_for_key(Tracked *t);
+
+/*
+ * The transaction that admitted them failed: the keyed messages it let
+ * through wait in the table, and a sweep from the start finds them after
+ * a pause (no finishing message will look them up).
+ */
+static void
+unadmit_all(void)
+{
+	for (int i = 0; i < n_admitted; i++)
+	{
+		Tracked    *t = outbox_tracked_find(admitted[i]);
+
+		if (t != NULL && t->state == OUTBOX_TRACK_QUEUED)
+			wait_for_key(t);
+	}
+	if (n_admitted > 0)
+		restart_scan_at = Min(restart_scan_at,
+							  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  ERROR_BACKOFF_MS));
+	n_admitted = 0;
+}
+
+/*
  * Queue msg for sending; t is its DONE entry if it has one.  A message whose
  * target is not configured, or has an open circuit, is not queued: it waits
  * in the table.  Returns the entry, or NULL if the message was not queued.
  *
- * first_in_key: msg has a key, and was found to be the first pending
- * message of it, so the per-key gate need not check it.  Such a message is
- * queued even when the queue has TARGET_QUEUE_CAP messages: one is found
- * per keyed message finished, so the queue stays bounded, and leaving it in
- * the table would take a sweep from the start to find it again.  The byte
- * bound holds for it too, since one key's head may be as large as any
- * message: then it waits for that sweep.
+ * first_in_key: msg was read from the table, and has no key or is the
+ * first pending message of it, so the per-key gate need not check it.  Such
+ * a message is queued even when the queue has TARGET_QUEUE_CAP messages: a
+ * key lookup finds one per keyed message finished, and a scan no more than
+ * the queues have room for, so the queue stays bounded, and leaving a key's
+ * head in the table would take a sweep from the start to find it again.
+ * The byte bound holds for it too, since one key's head may be as large as
+ * any message: then it waits for that sweep.
  */
 static Tracked *
 track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
@@ -272,8 +342,10 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 
 	t = outbox_tracked_enter(msg, forget_after, target, t);
 	t->state = OUTBOX_TRACK_QUEUED;
-	t->gate_ok = first_in_key;
-	if (msg->key && !first_in_key)
+	t->gate_ok = false;
+	if (first_in_key)
+		admit(t);
+	else if (msg->key)
 		gate_needed = true;
 	outbox_queue_push(queue, t);
 	return t;
@@ -414,6 +486,7 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		ok = true;
 
+	n_admitted = 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	pgstat_report_activity(STATE_RUNNING, activity);
@@ -463,6 +536,7 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 		AbortCurrentTransaction();
 		FlushErrorState();
 		RESUME_INTERRUPTS();
+		unadmit_all();
 		ok = false;
 	}
 	PG_END_TRY();
@@ -536,7 +610,9 @@ sendable_targets(int *limit)
 
 /*
  * Fetch the next batch of due rows after the sweep's position and queue
- * those not already held.
+ * those not already held.  Keyed rows that may go are asked about in the
+ * same transaction: those the table says are first in their key are queued
+ * past the gate.
  */
 static void
 scan_table(void *arg)
@@ -546,6 +622,11 @@ scan_table(void *arg)
 	MessageRow *rows;
 	int			nrows;
 	int			limit;
+	int		   *queue;			/* the rows to queue, by index */
+	int			nqueue = 0;
+	int64	   *keyed;			/* the ids of those with a key */
+	bool	   *first;			/* for each of those, may it go? */
+	int			nkeyed = 0;
 
 	targets = sendable_targets(&limit);
 	nrows = outbox_store_scan(targets, cursor_valid ? cursor_time : DT_NOBEGIN,
@@ -557,6 +638,9 @@ scan_table(void *arg)
 	 */
 	scan_lsn = GetXLogInsertRecPtr();
 
+	queue = palloc(sizeof(int) * Max(nrows, 1));
+	keyed = palloc(sizeof(int64) * Max(nrows, 1));
+	first = palloc(sizeof(bool) * Max(nrows, 1));
 	for (int i = 0; i < nrows; i++)
 	{
 		MessageRow *row = &rows[i];
@@ -573,17 +657,34 @@ scan_table(void *arg)
 			/*
 			 * Another message of its key is in flight: it waits, and is
 			 * looked up when that one is finished.  The gate would say so
-			 * too, after building the message; a sweep from the start meets
-			 * many such.
+			 * too, after a query; a sweep meets many such while a key's
+			 * backlog drains.
 			 */
 			if (outbox_key_busy(row->target, row->key))
 			{
 				outbox_key_wait(row->target, row->key);
 				continue;
 			}
+			keyed[nkeyed++] = row->id;
 		}
-		track(outbox_store_message(row, outbox_message_context), scan_lsn, t,
-			  false);
+		queue[nqueue++] = i;
+	}
+
+	/* The keyed ones go if they come first in their key */
+	if (nkeyed > 0)
+		outbox_store_gate(keyed, nkeyed, first);
+
+	for (int j = 0, k = 0; j < nqueue; j++)
+	{
+		MessageRow *row = &rows[queue[j]];
+
+		if (row->key != NULL && !first[k++])
+		{
+			outbox_key_wait(row->target, row->key);
+			continue;
+		}
+		track(outbox_store_message(row, outbox_message_context), scan_lsn,
+			  outbox_tracked_find(row->id), true);
 		outbox_count(OUTBOX_STAT_SCANNED, 1);
 	}
 
@@ -615,33 +716,18 @@ scan_table(void *arg)
 static void
 fetch_key_heads(void *arg)
 {
-	/* The time now() gives, which decides whether a message is due */
-	List	   *lookups = outbox_keys_due(GetCurrentTransactionStartTimestamp(),
-											  KEY_LOOKUP_BATCH);
-	List	   *keys = NIL;
+	/* Those due by now(), which decides whether a message is due, or by *upto */
+	TimestampTz upto = Max(*(TimestampTz *) arg,
+						   GetCurrentTransactionStartTimestamp());
+	const int64 *ids;
+	int			n = outbox_keys_due(upto, KEY_LOOKUP_BATCH, &ids);
 	XLogRecPtr	scan_lsn;
 	MessageRow *rows;
 	int			nrows;
-	ListCell   *lc;
 
-	foreach(lc, lookups)
-	{
-		OutboxKey  *k = lfirst(lc);
-		OutboxTarget *target = outbox_target_get(k->target);
-
-		/*
-		 * A removed target's messages wait for the reload that brings it
-		 * back, which sweeps from the start; so does the closing of a
-		 * circuit.  A full queue is no reason to wait: see track().
-		 */
-		if (target == NULL || target->open)
-			continue;
-		keys = lappend(keys, k);
-	}
-	if (keys == NIL)
+	if (n == 0)
 		return;
-
-	nrows = outbox_store_key_heads(keys, &rows);
+	nrows = outbox_store_key_heads(ids, n, &rows);
 
 	/* As in scan_table(): a copy in the ring comes before this position */
 	scan_lsn = GetXLogInsertRecPtr();
@@ -650,6 +736,15 @@ fetch_key_heads(void *arg)
 	{
 		MessageRow *row = &rows[i];
 		Tracked    *t = outbox_tracked_find(row->id);
+		OutboxTarget *target = outbox_target_get(row->target);
+
+		/*
+		 * A removed target's messages wait for the reload that brings it
+		 * back, which sweeps from the start; so does the closing of a
+		 * circuit.  A full queue is no reason to wait: see track().
+		 */
+		if (target == NULL || target->open)
+			continue;
 
 		/*
 		 * Whatever becomes of this message, the messages behind it may have
@@ -661,14 +756,14 @@ fetch_key_heads(void *arg)
 		{
 			/* Already queued from the ring or a scan, or in flight */
 			if (t->state == OUTBOX_TRACK_QUEUED)
-				t->gate_ok = true;
+				admit(t);
 			continue;
 		}
 		if (outbox_key_busy(row->target, row->key))
 			continue;			/* another message of the key is in flight */
 		if (!row->due)
 		{
-			outbox_key_lookup(row->target, row->key, row->next_attempt_at);
+			outbox_key_lookup(row->id, row->next_attempt_at);
 			continue;
 		}
 		if (track(outbox_store_message(row, outbox_message_context), scan_lsn,
@@ -708,14 +803,17 @@ request_done(OutboxHttpResult *r)
 		return;
 	}
 	waiting = t->msg->key && outbox_key_finished(target->name, t->msg->key);
+	if (waiting && v.state != OUTBOX_PENDING && key_batch_at <= now)
+		key_batch_at = TimestampTzPlusMilliseconds(now, KEY_BATCH_MS);
 
 	/*
 	 * A later message of the key waits for this outcome unless this one is
-	 * retried (it stays first).  Another that comes later is checked in a
-	 * transaction, which records the outcomes held first.
+	 * retried (it stays first): it is recorded with the batch of keys to
+	 * look up.  Another that comes later is checked in a transaction, which
+	 * records the outcomes held first.
 	 */
 	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now,
-					   waiting && v.state != OUTBOX_PENDING);
+					   waiting && v.state != OUTBOX_PENDING ? key_batch_at : 0);
 	/* Sweep on when the retry is due, if that is sooner */
 	if (v.next_attempt_at != 0 &&
 		(v.next_attempt_at < next_scan_at || next_scan_at == 0))
@@ -734,12 +832,12 @@ request_done(OutboxHttpResult *r)
 			 */
 			if (waiting)
 				outbox_key_wait(target->name, t->msg->key);
-			outbox_key_lookup(target->name, t->msg->key, v.next_attempt_at);
+			outbox_key_lookup(t->id, v.next_attempt_at);
 		}
 		else if (waiting)
 		{
 			/* A later message was refused: fetch it once this is recorded */
-			outbox_key_lookup(target->name, t->msg->key, 0);
+			outbox_key_lookup(t->id, key_batch_at);
 		}
 	}
 
@@ -1238,6 +1336,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz lookup_at;
+	TimestampTz lookups_upto;
 
 	if (scan_requested || now >= restart_scan_at)
 		rescan();
@@ -1247,11 +1346,18 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	take_from_ring(ringbuf);
 	outbox_tracked_sweep_done(ring_covers);
 
-	/* Keys to look up; the outcomes held are recorded first */
-	if (outbox_keys_next_lookup(&lookup_at) &&
-		now >= Max(lookup_at, lookup_retry_at))
+	/*
+	 * Keys to look up; the outcomes held are recorded first.  A batch goes
+	 * before its time once no keyed request is left to join it.
+	 */
+	lookups_upto = now;
+	if (outbox_keys_inflight() == 0 && key_batch_at > now)
+		lookups_upto = key_batch_at;
+	if (outbox_keys_next_lookup(&lookup_at) && lookups_upto >= lookup_at &&
+		now >= lookup_retry_at)
 	{
-		if (run_in_transaction(fetch_key_heads, NULL, "fetch the next message of keys"))
+		if (run_in_transaction(fetch_key_heads, &lookups_upto,
+							   "fetch the next message of keys"))
 			outbox_keys_looked_up();
 		else
 			lookup_retry_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);

@@ -51,20 +51,27 @@ typedef struct KeyState
 } KeyState;
 
 static HTAB *keys = NULL;
+static int	keys_inflight = 0;
 
-/* A key to look up at a given time; the strings follow the struct */
+/*
+ * A key to look up at a given time, by the id of one of its messages: the
+ * one whose outcome lets the next go, or a retry.  Ids, not key strings: a
+ * backlog of failed keyed messages makes many of these, and a key may be
+ * long.
+ */
 typedef struct KeyLookup
 {
 	pairingheap_node node;
 	TimestampTz at;
-	OutboxKey	k;
+	int64		id;
 } KeyLookup;
 
 /* Keys to look up, the earliest on top */
 static pairingheap *lookups = NULL;
 
-/* Keys handed to the dispatcher and not looked up yet (KeyLookup) */
-static List *taken = NIL;
+/* Keys handed to the dispatcher and not looked up yet */
+static int64 *taken = NULL;
+static int	n_taken = 0;
 
 static KeyState *
 key_state(const char *target, const char *key, bool create)
@@ -103,7 +110,18 @@ outbox_key_busy(const char *target, const char *key)
 void
 outbox_key_started(const char *target, const char *key)
 {
-	key_state(target, key, true)->inflight = true;
+	KeyState   *ks = key_state(target, key, true);
+
+	if (!ks->inflight)
+		keys_inflight++;
+	ks->inflight = true;
+}
+
+/* How many keys have a message in flight */
+int
+outbox_keys_inflight(void)
+{
+	return keys_inflight;
 }
 
 void
@@ -125,6 +143,8 @@ outbox_key_finished(const char *target, const char *key)
 	if (ks == NULL)
 		return false;
 	waiting = ks->waiting;
+	if (ks->inflight)
+		keys_inflight--;
 	hash_search(keys, &ks->hash, HASH_REMOVE, NULL);
 	return waiting;
 }
@@ -144,23 +164,18 @@ lookup_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
 }
 
 /*
- * Ask for the first pending message of this key to be fetched at time "at"
- * (0: at once).  A key may be listed twice; the dispatcher ignores a
- * message it already holds.
+ * Ask for the first pending message of the key of message id to be fetched
+ * at time "at" (0: at once).  A key may be listed twice; the dispatcher
+ * ignores a message it already holds.
  */
 void
-outbox_key_lookup(const char *target, const char *key, TimestampTz at)
+outbox_key_lookup(int64 id, TimestampTz at)
 {
-	size_t		tlen = strlen(target) + 1;
-	size_t		klen = strlen(key) + 1;
 	KeyLookup  *l = MemoryContextAlloc(outbox_dispatcher_context,
-									   sizeof(KeyLookup) + tlen + klen);
+									   sizeof(KeyLookup));
 
 	l->at = at;
-	l->k.target = (char *) (l + 1);
-	l->k.key = l->k.target + tlen;
-	memcpy(l->k.target, target, tlen);
-	memcpy(l->k.key, key, klen);
+	l->id = id;
 	if (lookups == NULL)
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
@@ -172,21 +187,23 @@ outbox_key_lookup(const char *target, const char *key, TimestampTz at)
 }
 
 /*
- * The keys to look up now (OutboxKey *), those taken before but not looked
- * up first, at most "limit" of them (more are due at once after a backlog
+ * The keys to look up now, as ids of their messages (see
+ * outbox_key_lookup()): those taken before but not looked up first, then
+ * those due, at most "limit" in all (more are due at once after a backlog
  * of keyed messages fails: they wait for the next turn, so that one lookup
- * fetches a bounded number of rows).  Call outbox_keys_looked_up() once
- * they are, else they come back next time.
+ * fetches a bounded number of rows; limit is the same at every call).
+ * Call outbox_keys_looked_up() once
+ * they are, else they come back next time.  Returns how many; *ids is
+ * valid until then.
  */
-List *
-outbox_keys_due(TimestampTz now, int limit)
+int
+outbox_keys_due(TimestampTz now, int limit, const int64 **ids)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
-	List	   *keys = NIL;
-	ListCell   *lc;
-
+	if (taken == NULL)
+		taken = MemoryContextAlloc(outbox_dispatcher_context,
+								   sizeof(int64) * limit);
 	while (lookups != NULL && !pairingheap_is_empty(lookups) &&
-		   list_length(taken) < limit)
+		   n_taken < limit)
 	{
 		KeyLookup  *l = pairingheap_container(KeyLookup, node,
 											  pairingheap_first(lookups));
@@ -194,20 +211,18 @@ outbox_keys_due(TimestampTz now, int limit)
 		if (l->at > now)
 			break;
 		pairingheap_remove_first(lookups);
-		taken = lappend(taken, l);
+		taken[n_taken++] = l->id;
+		pfree(l);
 	}
-	MemoryContextSwitchTo(oldcxt);
-
-	foreach(lc, taken)
-		keys = lappend(keys, &((KeyLookup *) lfirst(lc))->k);
-	return keys;
+	*ids = taken;
+	return n_taken;
 }
 
 /* When the next key is to be looked up; false if none is */
 bool
 outbox_keys_next_lookup(TimestampTz *at)
 {
-	if (taken != NIL)
+	if (n_taken > 0)
 		*at = 0;
 	else if (lookups != NULL && !pairingheap_is_empty(lookups))
 		*at = pairingheap_container(KeyLookup, node,
@@ -221,8 +236,7 @@ outbox_keys_next_lookup(TimestampTz *at)
 void
 outbox_keys_looked_up(void)
 {
-	list_free_deep(taken);
-	taken = NIL;
+	n_taken = 0;
 }
 
 /* Forget every key (the extension was recreated) */
@@ -232,6 +246,7 @@ outbox_keys_forget(void)
 	if (keys)
 		hash_destroy(keys);
 	keys = NULL;
+	keys_inflight = 0;
 	outbox_keys_looked_up();
 	while (lookups != NULL && !pairingheap_is_empty(lookups))
 		pfree(pairingheap_container(KeyLookup, node,

@@ -8,7 +8,6 @@
 #ifndef OUTBOX_ORDERING_H
 #define OUTBOX_ORDERING_H
 
-#include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
 /*
@@ -23,20 +22,13 @@
 	" WHERE state = 'pending' AND target = " target " AND key = " key \
 	" ORDER BY attempts = 0, id LIMIT 1"
 
-/* A (target, key) whose next message is to be fetched */
-typedef struct OutboxKey
-{
-	char	   *target;
-	char	   *key;
-} OutboxKey;
-
 extern bool outbox_key_busy(const char *target, const char *key);
 extern void outbox_key_started(const char *target, const char *key);
+extern int	outbox_keys_inflight(void);
 extern void outbox_key_wait(const char *target, const char *key);
 extern bool outbox_key_finished(const char *target, const char *key);
-extern void outbox_key_lookup(const char *target, const char *key,
-							  TimestampTz at);
-extern List *outbox_keys_due(TimestampTz now, int limit);
+extern void outbox_key_lookup(int64 id, TimestampTz at);
+extern int	outbox_keys_due(TimestampTz now, int limit, const int64 **ids);
 extern bool outbox_keys_next_lookup(TimestampTz *at);
 extern void outbox_keys_looked_up(void);
 extern void outbox_keys_forget(void);

@@ -44,15 +44,15 @@ static TimestampTz outcomes_flush_at = 0;	/* when to record them */
 
 /*
  * Hold the outcome of the attempt of message id, started at started_at.
- * awaited: the next message of its key waits for this outcome to be
- * recorded, so it is recorded at the next turn rather than after
- * OUTCOME_LINGER_MS.  (Any keyed outcome is committed synchronously; see
+ * record_by: the next message of its key waits for this outcome to be
+ * recorded, so it is recorded by then rather than after OUTCOME_LINGER_MS
+ * (0: it can wait).  (Any keyed outcome is committed synchronously; see
  * outbox_outcomes_record().)
  */
 void
 outbox_outcome_add(int64 id, const OutboxMessage *msg, TimestampTz started_at,
 				   const OutboxVerdict *v, const OutboxHttpResult *r,
-				   TimestampTz now, bool awaited)
+				   TimestampTz now, TimestampTz record_by)
 {
 	Outcome    *o;
 	bool		delivered = (v->state == OUTBOX_DELIVERED);
@@ -82,7 +82,9 @@ outbox_outcome_add(int64 id, const OutboxMessage *msg, TimestampTz started_at,
 	o->delivered_at = delivered ? now : 0;
 	o->next_attempt_at = v->next_attempt_at;
 
-	if (awaited || n_outcomes >= OUTCOME_BATCH)
+	if (record_by != 0)
+		outcomes_flush_at = Min(outcomes_flush_at, record_by);
+	if (n_outcomes >= OUTCOME_BATCH)
 		outcomes_flush_at = Min(outcomes_flush_at, now);
 }
 

@@ -18,7 +18,7 @@ extern void outbox_outcome_add(int64 id, const OutboxMessage *msg,
 							   TimestampTz started_at,
 							   const OutboxVerdict *v,
 							   const OutboxHttpResult *r, TimestampTz now,
-							   bool awaited);
+							   TimestampTz record_by);
 extern int	outbox_outcomes_held(void);
 extern TimestampTz outbox_outcomes_flush_at(void);
 extern void outbox_outcomes_postpone(TimestampTz at);

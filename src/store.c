@@ -53,7 +53,7 @@ typedef enum MessageColumn
 	MC_ATTEMPTS,
 	MC_NEXT_ATTEMPT_AT,
 	MC_PROBE_FAILURES,
-	MC_NEXT					/* the first column after them */
+	MC_DUE						/* after them, every query says if it is due */
 } MessageColumn;
 
 /* The outbox.messages the queries read (see check_extension_objects()) */
@@ -114,6 +114,18 @@ text_array(List *strings)
 										   TYPALIGN_INT));
 }
 
+/* A bigint[] of the ids */
+static Datum
+int8_array(const int64 *ids, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, 8,
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
 static char *
 text_or_null(HeapTuple tup, TupleDesc desc, int col)
 {
@@ -151,12 +163,9 @@ int32_column(HeapTuple tup, TupleDesc desc, int col)
 	return DatumGetInt32(SPI_getbinval(tup, desc, col, &isnull));
 }
 
-/*
- * Row i of the last query's result, read by MESSAGE_COLUMNS; with_due: the
- * column after them says whether the message is due.
- */
+/* Row i of the last query's result: MESSAGE_COLUMNS, then whether due */
 static void
-read_row(uint64 i, bool with_due, MessageRow *row)
+read_row(uint64 i, MessageRow *row)
 {
 	HeapTuple	tup = SPI_tuptable->vals[i];
 	TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -168,19 +177,18 @@ read_row(uint64 i, bool with_due, MessageRow *row)
 	row->next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tup, desc,
 															 MC_NEXT_ATTEMPT_AT,
 															 &isnull));
-	row->due = with_due &&
-		DatumGetBool(SPI_getbinval(tup, desc, MC_NEXT, &isnull));
+	row->due = DatumGetBool(SPI_getbinval(tup, desc, MC_DUE, &isnull));
 	row->tuple = tup;
 	row->desc = desc;
 }
 
 /* Every row of the last query's result */
 static int
-read_rows(bool with_due, MessageRow **rows)
+read_rows(MessageRow **rows)
 {
 	*rows = palloc(sizeof(MessageRow) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
-		read_row(i, with_due, &(*rows)[i]);
+		read_row(i, &(*rows)[i]);
 	return (int) SPI_processed;
 }
 
@@ -230,6 +238,8 @@ outbox_store_message(const MessageRow *r, MemoryContext cxt)
  * The next rows (at most limit) of the sweep over the due pending messages
  * of these targets (char *), in (next_attempt_at, id) order after the
  * position (after_time, after_id).  Returns how many.
+ * A keyed row may not be the first pending message of its key: the caller
+ * asks outbox_store_gate() about those it would send.
  */
 int
 outbox_store_scan(List *targets, TimestampTz after_time, int64 after_id,
@@ -243,7 +253,7 @@ outbox_store_scan(List *targets, TimestampTz after_time, int64 after_id,
 	values[2] = Int64GetDatum(after_id);
 	values[3] = Int32GetDatum(limit);
 	outbox_execute(&scan_plan,
-				   "SELECT " MESSAGE_COLUMNS
+				   "SELECT " MESSAGE_COLUMNS ", true"
 				   "  FROM outbox.messages"
 				   " WHERE state = 'pending' AND next_attempt_at <= now()"
 				   "   AND target = ANY ($1)"
@@ -251,7 +261,7 @@ outbox_store_scan(List *targets, TimestampTz after_time, int64 after_id,
 				   " ORDER BY next_attempt_at, id"
 				   " LIMIT $4",
 				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
-	return read_rows(false, rows);
+	return read_rows(rows);
 }
 
 /*
@@ -283,36 +293,26 @@ outbox_store_next_due(List *targets, TimestampTz *at)
 }
 
 /*
- * The first pending message of each of these keys (OutboxKey *), the only
+ * The first pending message of the key of each of these messages, the only
  * one of its key that may be sent (OUTBOX_KEY_HEAD), with whether it is
  * due.  One index probe per key, however many messages wait.  Returns how
- * many rows.
+ * many rows: none for a message without a key, or gone from the table.
  */
 int
-outbox_store_key_heads(List *keys, MessageRow **rows)
+outbox_store_key_heads(const int64 *ids, int n, MessageRow **rows)
 {
-	Oid			types[] = {TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[2];
-	List	   *targets = NIL;
-	List	   *names = NIL;
-	ListCell   *lc;
+	Oid			types[] = {INT8ARRAYOID};
+	Datum		values[1];
 
-	foreach(lc, keys)
-	{
-		OutboxKey  *k = lfirst(lc);
-
-		targets = lappend(targets, k->target);
-		names = lappend(names, k->key);
-	}
-	values[0] = text_array(targets);
-	values[1] = text_array(names);
+	values[0] = int8_array(ids, n);
 	outbox_execute(&key_head_plan,
 				   "SELECT m.*, m.next_attempt_at <= now()"
-				   "  FROM unnest($1, $2) AS k(target, key)"
+				   "  FROM unnest($1) AS k(id)"
+				   "  JOIN outbox.messages AS ref ON ref.id = k.id"
 				   " CROSS JOIN LATERAL ("
-				   OUTBOX_KEY_HEAD(MESSAGE_COLUMNS, "k.target", "k.key") ") AS m",
+				   OUTBOX_KEY_HEAD(MESSAGE_COLUMNS, "ref.target", "ref.key") ") AS m",
 				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
-	return read_rows(true, rows);
+	return read_rows(rows);
 }
 
 /*
@@ -342,7 +342,7 @@ outbox_store_probe(const char *target, MessageRow *row)
 				   SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
-	read_row(0, true, row);
+	read_row(0, row);
 	return true;
 }
 
@@ -361,15 +361,10 @@ outbox_store_gate(int64 *ids, int n, bool *ok)
 {
 	Oid			types[] = {INT8ARRAYOID};
 	Datum		values[1];
-	Datum	   *elems = palloc(sizeof(Datum) * n);
 
 	for (int i = 0; i < n; i++)
-	{
-		elems[i] = Int64GetDatum(ids[i]);
 		ok[i] = false;
-	}
-	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, true,
-												TYPALIGN_DOUBLE));
+	values[0] = int8_array(ids, n);
 	outbox_execute(&gate_plan,
 				   "SELECT c.i FROM unnest($1) WITH ORDINALITY AS c(id, i)"
 				   "  JOIN outbox.messages m ON m.id = c.id"

@@ -28,7 +28,7 @@ typedef struct MessageRow
 	char	   *target;
 	char	   *key;			/* NULL: none */
 	TimestampTz next_attempt_at;
-	bool		due;			/* key heads and probes: next_attempt_at <= now() */
+	bool		due;			/* next_attempt_at <= now() */
 	HeapTuple	tuple;			/* for outbox_store_message() */
 	TupleDesc	desc;
 } MessageRow;
@@ -56,7 +56,7 @@ extern OutboxMessage *outbox_store_message(const MessageRow *row,
 extern int	outbox_store_scan(List *targets, TimestampTz after_time,
 							  int64 after_id, int limit, MessageRow **rows);
 extern bool outbox_store_next_due(List *targets, TimestampTz *at);
-extern int	outbox_store_key_heads(List *keys, MessageRow **rows);
+extern int	outbox_store_key_heads(const int64 *ids, int n, MessageRow **rows);
 extern bool outbox_store_probe(const char *target, MessageRow *row);
 extern void outbox_store_gate(int64 *ids, int n, bool *ok);
 extern void outbox_store_outcomes(const Outcome *outcomes, int n);
