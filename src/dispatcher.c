@@ -28,7 +28,7 @@
  * earlier time comes through the ring (outbox_queue) or asks for a sweep
  * from the start (outbox_send, outbox_redrive).  A message refused for its
  * key is looked up when the one in front of it is finished (see
- * ordering.c).  Anything else the dispatcher lets go of behind the sweep (a
+ * ordering.c), together with the other keys finishing then.  Anything else the dispatcher lets go of behind the sweep (a
  * full queue, an open circuit, a reload, a failed gate check) makes it
  * start over, as it does every SAFETY_SCAN_MS as a safety net.
  *

@@ -15,11 +15,14 @@
  *
  * A message refused by either check is dropped from memory and waits in the
  * table, and its key is marked.  When the message in front of it is
- * delivered or dead, a marked key is put on a list of keys to look up: the
+ * delivered or dead, a marked key is put on a list of keys to look up, by
+ * the id of that message (a fixed size, however long the key): the
  * dispatcher fetches the first pending message of each listed key directly
  * (one index probe per key), rather than scanning the table again, which
- * would read every waiting message again for each message delivered.  The
- * key of a message fetched so is marked again, as more may wait behind it.
+ * would read every waiting message again for each message delivered.  It
+ * looks up the keys that finish together in one transaction, which also
+ * records their outcomes (see key_batch_at in dispatcher.c).  The key of a
+ * message fetched so is marked again, as more may wait behind it.
  * When the message in front fails and will be retried, it is still first:
  * the mark stays, and its key is looked up when the retry is due, so that
  * the retry does not wait behind newer messages for a scan to reach it,
