@@ -255,25 +255,28 @@ secrets_usable(void)
  * a transaction fails, these wait in the table instead (see
  * run_in_transaction()).
  */
-static int64 *admitted = NULL;
+static int64 admitted[Max(SCAN_BATCH, KEY_LOOKUP_BATCH)];
 static int	n_admitted = 0;
-static int	max_admitted = 0;
 
-/* msg is first in its key: it needs no gate check */
+/*
+ * msg is first in its key: it needs no gate check.  One transaction
+ * admits at most a scan's or a lookup's rows; should more come, the rest
+ * go through the gate.
+ */
 static void
 admit(Tracked *t)
 {
-	t->gate_ok = true;
 	if (t->msg->key == NULL)
-		return;
-	if (n_admitted == max_admitted)
 	{
-		max_admitted = Max(64, max_admitted * 2);
-		admitted = admitted == NULL ?
-			MemoryContextAlloc(outbox_dispatcher_context,
-							   sizeof(int64) * max_admitted) :
-			repalloc(admitted, sizeof(int64) * max_admitted);
+		t->gate_ok = true;
+		return;
 	}
+	if (n_admitted == lengthof(admitted))
+	{
+		gate_needed = true;
+		return;
+	}
+	t->gate_ok = true;
 	admitted[n_admitted++] = t->id;
 }
 
