@@ -806,7 +806,10 @@ request_done(OutboxHttpResult *r)
 		return;
 	}
 	waiting = t->msg->key && outbox_key_finished(target->name, t->msg->key);
-	if (waiting && v.state != OUTBOX_PENDING && key_batch_at <= now)
+	/* (A batch time further ahead than that: the clock went back) */
+	if (waiting && v.state != OUTBOX_PENDING &&
+		(key_batch_at <= now ||
+		 key_batch_at > TimestampTzPlusMilliseconds(now, KEY_BATCH_MS)))
 		key_batch_at = TimestampTzPlusMilliseconds(now, KEY_BATCH_MS);
 
 	/*
@@ -1223,9 +1226,21 @@ send_probes(void)
 	if (search.targets == NIL)
 		return;
 
-	run_in_transaction(find_probes, &search, "find probe messages");
-	foreach(lc, search.found)
-		outbox_request_start((Tracked *) lfirst(lc), true);
+	if (run_in_transaction(find_probes, &search, "find probe messages"))
+	{
+		foreach(lc, search.found)
+			outbox_request_start((Tracked *) lfirst(lc), true);
+	}
+	else
+	{
+		/*
+		 * A keyed probe was chosen as the first of its key on outcomes that
+		 * were not recorded after all (see unadmit_all()): none goes, and
+		 * they are looked for again after SAFETY_SCAN_MS.
+		 */
+		foreach(lc, search.found)
+			outbox_untrack((Tracked *) lfirst(lc));
+	}
 	list_free(search.found);
 	list_free(search.targets);
 }
