@@ -28,9 +28,10 @@
  * earlier time comes through the ring (outbox_queue) or asks for a sweep
  * from the start (outbox_send, outbox_redrive).  A message refused for its
  * key is looked up when the one in front of it is finished (see
- * ordering.c), together with the other keys finishing then.  Anything else the dispatcher lets go of behind the sweep (a
- * full queue, an open circuit, a reload, a failed gate check) makes it
- * start over, as it does every SAFETY_SCAN_MS as a safety net.
+ * ordering.c), together with the other keys finishing then.  Anything else
+ * the dispatcher lets go of behind the sweep (a full queue, an open
+ * circuit, a reload, a failed gate check) makes it start over, as it does
+ * every SAFETY_SCAN_MS as a safety net.
  *
  * This file is the event loop and what decides: startup, signals, reload
  * and shutdown, the checks of the extension, run_in_transaction(), and one
@@ -96,9 +97,8 @@
 #include "store.h"
 #include "tracking.h"
 
-/* Rows fetched by one table scan, and keys looked up at once */
+/* Rows fetched by one table scan (keys looked up at once: ordering.h) */
 #define SCAN_BATCH				1000
-#define KEY_LOOKUP_BATCH		1000
 /*
  * Messages a target may hold in its queue, and bytes all queues together
  * may hold; more wait in the table.  A queue may always hold one message,
@@ -245,6 +245,23 @@ secrets_usable(void)
 	return false;
 }
 
+/* Sweep the table from the start, at the next turn of the loop */
+static void
+rescan(void)
+{
+	scan_wanted = true;
+	scan_restart = true;
+}
+
+/* Sweep from the start after ERROR_BACKOFF_MS: a transaction failed */
+static void
+rescan_after_error(void)
+{
+	restart_scan_at = Min(restart_scan_at,
+						  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  ERROR_BACKOFF_MS));
+}
+
 /*
  * Keyed messages let through by the table in the transaction now running
  * (a scan or a key lookup found each the first pending message of its
@@ -255,7 +272,7 @@ secrets_usable(void)
  * a transaction fails, these wait in the table instead (see
  * run_in_transaction()).
  */
-static int64 admitted[Max(SCAN_BATCH, KEY_LOOKUP_BATCH)];
+static int64 admitted[Max(SCAN_BATCH, OUTBOX_KEY_LOOKUP_BATCH)];
 static int	n_admitted = 0;
 
 /*
@@ -298,9 +315,7 @@ unadmit_all(void)
 			wait_for_key(t);
 	}
 	if (n_admitted > 0)
-		restart_scan_at = Min(restart_scan_at,
-							  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  ERROR_BACKOFF_MS));
+		rescan_after_error();
 	n_admitted = 0;
 }
 
@@ -352,14 +367,6 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 		gate_needed = true;
 	outbox_queue_push(queue, t);
 	return t;
-}
-
-/* Sweep the table from the start, at the next turn of the loop */
-static void
-rescan(void)
-{
-	scan_wanted = true;
-	scan_restart = true;
 }
 
 /*
@@ -723,7 +730,7 @@ fetch_key_heads(void *arg)
 	TimestampTz upto = Max(*(TimestampTz *) arg,
 						   GetCurrentTransactionStartTimestamp());
 	const int64 *ids;
-	int			n = outbox_keys_due(upto, KEY_LOOKUP_BATCH, &ids);
+	int			n = outbox_keys_due(upto, &ids);
 	XLogRecPtr	scan_lsn;
 	MessageRow *rows;
 	int			nrows;
@@ -796,6 +803,7 @@ request_done(OutboxHttpResult *r)
 	TimestampTz now = GetCurrentTimestamp();
 	OutboxVerdict v;
 	bool		waiting;
+	bool		lets_next_go;	/* a later message of the key waits for it */
 
 	outbox_judge(target, t->msg->attempts, t->msg->probe_failures, t->probe,
 				 r, now, &v);
@@ -806,8 +814,9 @@ request_done(OutboxHttpResult *r)
 		return;
 	}
 	waiting = t->msg->key && outbox_key_finished(target->name, t->msg->key);
+	lets_next_go = waiting && v.state != OUTBOX_PENDING;
 	/* (A batch time further ahead than that: the clock went back) */
-	if (waiting && v.state != OUTBOX_PENDING &&
+	if (lets_next_go &&
 		(key_batch_at <= now ||
 		 key_batch_at > TimestampTzPlusMilliseconds(now, KEY_BATCH_MS)))
 		key_batch_at = TimestampTzPlusMilliseconds(now, KEY_BATCH_MS);
@@ -819,7 +828,7 @@ request_done(OutboxHttpResult *r)
 	 * records the outcomes held first.
 	 */
 	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now,
-					   waiting && v.state != OUTBOX_PENDING ? key_batch_at : 0);
+					   lets_next_go ? key_batch_at : 0);
 	/* Sweep on when the retry is due, if that is sooner */
 	if (v.next_attempt_at != 0 &&
 		(v.next_attempt_at < next_scan_at || next_scan_at == 0))
@@ -840,7 +849,7 @@ request_done(OutboxHttpResult *r)
 				outbox_key_wait(target->name, t->msg->key);
 			outbox_key_lookup(t->id, v.next_attempt_at);
 		}
-		else if (waiting)
+		else if (lets_next_go)
 		{
 			/* A later message was refused: fetch it once this is recorded */
 			outbox_key_lookup(t->id, key_batch_at);
@@ -997,9 +1006,7 @@ gate_keyed_messages(void)
 		 * included, and no finishing message will look them up: sweep from
 		 * the start, after a pause.
 		 */
-		restart_scan_at = Min(restart_scan_at,
-							  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  ERROR_BACKOFF_MS));
+		rescan_after_error();
 	}
 	for (int i = 0; i < batch.n; i++)
 	{

@@ -73,7 +73,7 @@ typedef struct KeyLookup
 static pairingheap *lookups = NULL;
 
 /* Keys handed to the dispatcher and not looked up yet */
-static int64 *taken = NULL;
+static int64 taken[OUTBOX_KEY_LOOKUP_BATCH];
 static int	n_taken = 0;
 
 static KeyState *
@@ -192,21 +192,17 @@ outbox_key_lookup(int64 id, TimestampTz at)
 /*
  * The keys to look up now, as ids of their messages (see
  * outbox_key_lookup()): those taken before but not looked up first, then
- * those due, at most "limit" in all (more are due at once after a backlog
- * of keyed messages fails: they wait for the next turn, so that one lookup
- * fetches a bounded number of rows; limit is the same at every call).
- * Call outbox_keys_looked_up() once
- * they are, else they come back next time.  Returns how many; *ids is
- * valid until then.
+ * those due, at most OUTBOX_KEY_LOOKUP_BATCH in all (more are due at once
+ * after a backlog of keyed messages fails: they wait for the next turn, so
+ * that one lookup fetches a bounded number of rows).  Call
+ * outbox_keys_looked_up() once they are, else they come back next time.
+ * Returns how many; *ids is valid until then.
  */
 int
-outbox_keys_due(TimestampTz now, int limit, const int64 **ids)
+outbox_keys_due(TimestampTz now, const int64 **ids)
 {
-	if (taken == NULL)
-		taken = MemoryContextAlloc(outbox_dispatcher_context,
-								   sizeof(int64) * limit);
 	while (lookups != NULL && !pairingheap_is_empty(lookups) &&
-		   n_taken < limit)
+		   n_taken < lengthof(taken))
 	{
 		KeyLookup  *l = pairingheap_container(KeyLookup, node,
 											  pairingheap_first(lookups));

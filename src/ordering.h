@@ -22,13 +22,16 @@
 	" WHERE state = 'pending' AND target = " target " AND key = " key \
 	" ORDER BY attempts = 0, id LIMIT 1"
 
+/* Keys looked up at once, at most */
+#define OUTBOX_KEY_LOOKUP_BATCH		1000
+
 extern bool outbox_key_busy(const char *target, const char *key);
 extern void outbox_key_started(const char *target, const char *key);
 extern int	outbox_keys_inflight(void);
 extern void outbox_key_wait(const char *target, const char *key);
 extern bool outbox_key_finished(const char *target, const char *key);
 extern void outbox_key_lookup(int64 id, TimestampTz at);
-extern int	outbox_keys_due(TimestampTz now, int limit, const int64 **ids);
+extern int	outbox_keys_due(TimestampTz now, const int64 **ids);
 extern bool outbox_keys_next_lookup(TimestampTz *at);
 extern void outbox_keys_looked_up(void);
 extern void outbox_keys_forget(void);

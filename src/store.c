@@ -238,6 +238,7 @@ outbox_store_message(const MessageRow *r, MemoryContext cxt)
  * The next rows (at most limit) of the sweep over the due pending messages
  * of these targets (char *), in (next_attempt_at, id) order after the
  * position (after_time, after_id).  Returns how many.
+ *
  * A keyed row may not be the first pending message of its key: the caller
  * asks outbox_store_gate() about those it would send.
  */
