@@ -1,0 +1,79 @@
+
+# Per-key order when the dispatcher's transaction fails after it decided
+# what may go.  The transaction that records message n's 2xx also looks up
+# message n+1 of the key, and finds it first in its key because it sees its
+# own update; if that transaction then fails, n's outcome is not recorded,
+# and sending n+1 would let a crash send n again after it.  A deferred
+# constraint trigger makes every commit that records n as delivered fail:
+# n+1 must not be sent until one succeeds, and then the key goes on in
+# order, n not sent again.
+
+use strict;
+use warnings;
+
+use OutboxTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $orders = start_receiver(name => 'orders');
+my $node = outbox_node('failed_transaction',
+	targets => 'orders=' . receiver_url($orders, '/o'));
+
+ok(wait_for_decoding($node), 'the decoder streams from its slot');
+
+# The messages whose id is in faults cannot be recorded as delivered: the
+# check runs at commit, after everything the transaction did.
+$node->safe_psql('postgres', <<'SQL');
+CREATE TABLE public.faults (id bigint PRIMARY KEY);
+CREATE FUNCTION public.fail_commit() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NEW.state = 'delivered'
+       AND EXISTS (SELECT 1 FROM public.faults f WHERE f.id = NEW.id) THEN
+        RAISE EXCEPTION 'injected failure: message % cannot be recorded', NEW.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER fail_at_commit AFTER UPDATE ON outbox.messages
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION public.fail_commit();
+SQL
+
+my $log = log_position($node);
+$node->safe_psql('postgres', <<'SQL');
+BEGIN;
+INSERT INTO public.faults
+SELECT outbox_queue('orders', '{"n": 1}', key => 'k', message_id => 'k-1');
+SELECT outbox_queue('orders', '{"n": 2}', key => 'k', message_id => 'k-2');
+SELECT outbox_queue('orders', '{"n": 3}', key => 'k', message_id => 'k-3');
+COMMIT;
+SQL
+
+ok(wait_for_requests($orders, 1, undef, with_id('k-1')), 'message n is sent');
+ok( wait_for_log_line(
+		$node, qr/injected failure: message \d+ cannot be recorded/, $log),
+	'the transaction that records its 2xx fails');
+
+# Several failed attempts to record it, a sweep of the table among them
+wait_seconds(3);
+is(scalar(requests_with_id($orders, 'k-2')), 0,
+	'message n+1 is not sent while the outcome of message n is not recorded');
+is($node->safe_psql('postgres',
+		"SELECT state FROM outbox.messages WHERE message_id = 'k-1'"),
+	'pending', 'message n is still pending in the table');
+
+$node->safe_psql('postgres', 'DELETE FROM public.faults');
+
+my @reqs = wait_for_requests($orders, 3, undef,
+	sub { $_[0]{headers}{'webhook-id'} =~ /^k-/ });
+is(join(',', map { $_->{headers}{'webhook-id'} } @reqs), 'k-1,k-2,k-3',
+	'once the outcome can be recorded, the key goes on in order, '
+	  . 'message n not sent again');
+ok(poll_until($node,
+		"SELECT string_agg(state, ',' ORDER BY id) FROM outbox.messages",
+		'delivered,delivered,delivered'),
+	'all three are recorded as delivered');
+
+$node->stop;
+done_testing();
