@@ -52,8 +52,10 @@ SQL
 
 ok(wait_for_requests($orders, 1, undef, with_id('k-1')), 'message n is sent');
 ok( wait_for_log_line(
-		$node, qr/injected failure: message \d+ cannot be recorded/, $log),
-	'the transaction that records its 2xx fails');
+		$node,
+		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: fetch the next message of keys/,
+		$log),
+	'the transaction that records its 2xx and looks up message n+1 fails');
 
 # Several failed attempts to record it, a sweep of the table among them
 wait_seconds(3);
