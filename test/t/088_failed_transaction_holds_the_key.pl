@@ -6,7 +6,7 @@
 # and sending n+1 would let a crash send n again after it.  A deferred
 # constraint trigger makes every commit that records n as delivered fail:
 # n+1 must not be sent until one succeeds, and then the key goes on in
-# order, n not sent again.
+# order, n not sent again.  The same when it is a scan that finds n+1.
 
 use strict;
 use warnings;
@@ -76,6 +76,38 @@ ok(poll_until($node,
 		"SELECT string_agg(state, ',' ORDER BY id) FROM outbox.messages",
 		'delivered,delivered,delivered'),
 	'all three are recorded as delivered');
+
+# The same when a scan finds message n+1: queued with outbox_send after n
+# got its 2xx, it reaches the dispatcher only through the table, and the
+# scan that finds it records n's outcome first.
+$log = log_position($node);
+$node->safe_psql('postgres', <<'SQL');
+INSERT INTO public.faults
+SELECT outbox_queue('orders', '{"n": 1}', key => 'j', message_id => 'j-1');
+SQL
+ok(wait_for_requests($orders, 1, undef, with_id('j-1')), 'message n is sent');
+ok( wait_for_log_line(
+		$node,
+		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: record delivery outcomes/,
+		$log),
+	'recording its 2xx fails');
+$log = log_position($node);
+$node->safe_psql('postgres',
+	q{SELECT outbox_send('orders', '{"n": 2}', key => 'j', message_id => 'j-2')});
+ok( wait_for_log_line(
+		$node,
+		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: scan outbox.messages/,
+		$log),
+	'the scan that finds message n+1 fails to record the outcome of message n');
+wait_seconds(2);
+is(scalar(requests_with_id($orders, 'j-2')), 0,
+	'message n+1 found by a scan is not sent while the outcome of message n is not recorded');
+
+$node->safe_psql('postgres', 'DELETE FROM public.faults');
+ok(wait_for_requests($orders, 1, undef, with_id('j-2')), 'then message n+1 is sent');
+is(join(',', map { $_->{headers}{'webhook-id'} }
+	  grep { $_->{headers}{'webhook-id'} =~ /^j-/ } read_requests($orders)),
+	'j-1,j-2', 'in order, message n not sent again');
 
 $node->stop;
 done_testing();
