@@ -634,7 +634,7 @@ scan_table(void *arg)
 	int			limit;
 	int		   *queue;			/* the rows to queue, by index */
 	int			nqueue = 0;
-	int64	   *keyed;			/* the ids of those with a key */
+	GateItem   *keyed;			/* those with a key */
 	bool	   *first;			/* for each of those, may it go? */
 	int			nkeyed = 0;
 
@@ -649,7 +649,7 @@ scan_table(void *arg)
 	scan_lsn = GetXLogInsertRecPtr();
 
 	queue = palloc(sizeof(int) * Max(nrows, 1));
-	keyed = palloc(sizeof(int64) * Max(nrows, 1));
+	keyed = palloc(sizeof(GateItem) * Max(nrows, 1));
 	first = palloc(sizeof(bool) * Max(nrows, 1));
 	for (int i = 0; i < nrows; i++)
 	{
@@ -675,7 +675,9 @@ scan_table(void *arg)
 				outbox_key_wait(row->target, row->key);
 				continue;
 			}
-			keyed[nkeyed++] = row->id;
+			keyed[nkeyed].id = row->id;
+			keyed[nkeyed].target = row->target;
+			keyed[nkeyed++].key = row->key;
 		}
 		queue[nqueue++] = i;
 	}
@@ -904,7 +906,7 @@ typedef struct GateBatch
 {
 	int			n;
 	Tracked    *candidates[GATE_BATCH];
-	int64		ids[GATE_BATCH];
+	GateItem	items[GATE_BATCH];
 	bool		ok[GATE_BATCH];
 } GateBatch;
 
@@ -913,7 +915,7 @@ check_gate(void *arg)
 {
 	GateBatch  *batch = arg;
 
-	outbox_store_gate(batch->ids, batch->n, batch->ok);
+	outbox_store_gate(batch->items, batch->n, batch->ok);
 }
 
 /* Drop a queued message whose key must wait: it stays in the table */
@@ -952,7 +954,7 @@ key_listed(List *keys, const char *key)
 static void
 gate_keyed_messages(void)
 {
-	static GateBatch batch;		/* static: some 17 kB */
+	static GateBatch batch;		/* static: some 33 kB */
 	ListCell   *lc;
 	bool		checked;
 
@@ -987,7 +989,9 @@ gate_keyed_messages(void)
 			else if (batch.n < GATE_BATCH)
 			{
 				batch.candidates[batch.n] = t;
-				batch.ids[batch.n++] = t->id;
+				batch.items[batch.n].id = t->id;
+				batch.items[batch.n].target = target->name;
+				batch.items[batch.n++].key = t->msg->key;
 			}
 			else
 				gate_needed = true; /* the rest next turn */
@@ -1011,7 +1015,7 @@ gate_keyed_messages(void)
 	for (int i = 0; i < batch.n; i++)
 	{
 		/* The transaction may have found the extension gone or recreated */
-		if (outbox_tracked_find(batch.ids[i]) != batch.candidates[i])
+		if (outbox_tracked_find(batch.items[i].id) != batch.candidates[i])
 			continue;
 		if (checked && batch.ok[i])
 			batch.candidates[i]->gate_ok = true;

@@ -350,7 +350,8 @@ outbox_store_probe(const char *target, MessageRow *row)
 /*
  * Which of these keyed messages may be sent now, as far as the table says?
  * Those that are the first pending message of their key (see ordering.c).
- * Fills ok[].
+ * Fills ok[].  The caller has each message's target and key, so the
+ * messages themselves are not read again: one index probe per message.
  *
  * The first of a key is found by a LIMIT subquery, which the planner can
  * only run as an index probe per message.  Written as NOT EXISTS, the query
@@ -358,23 +359,33 @@ outbox_store_probe(const char *target, MessageRow *row)
  * every pending keyed message for each message checked.
  */
 void
-outbox_store_gate(int64 *ids, int n, bool *ok)
+outbox_store_gate(const GateItem *items, int n, bool *ok)
 {
-	Oid			types[] = {INT8ARRAYOID};
-	Datum		values[1];
+	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[lengthof(types)];
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+	List	   *targets = NIL;
+	List	   *keys = NIL;
 
 	for (int i = 0; i < n; i++)
+	{
 		ok[i] = false;
+		ids[i] = items[i].id;
+		targets = lappend(targets, (char *) items[i].target);
+		keys = lappend(keys, (char *) items[i].key);
+	}
 	values[0] = int8_array(ids, n);
+	values[1] = text_array(targets);
+	values[2] = text_array(keys);
 	outbox_execute(&gate_plan,
-				   "SELECT c.i FROM unnest($1) WITH ORDINALITY AS c(id, i)"
-				   "  JOIN outbox.messages m ON m.id = c.id"
+				   "SELECT c.i FROM unnest($1, $2, $3) WITH ORDINALITY"
+				   "  AS c(id, target, key, i)"
 				   " CROSS JOIN LATERAL ("
-				   OUTBOX_KEY_HEAD("id", "m.target", "m.key") ") AS first"
-				   " WHERE first.id = m.id",
+				   OUTBOX_KEY_HEAD("id", "c.target", "c.key") ") AS first"
+				   " WHERE first.id = c.id",
 				   lengthof(types), types, values, NULL, true, 0, SPI_OK_SELECT);
 
-	/* Each row is the position in ids[] (from 1) of a message that may go */
+	/* Each row is the position in items[] (from 1) of a message that may go */
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;

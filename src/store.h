@@ -50,6 +50,14 @@ typedef struct Outcome
 	TimestampTz finished_at;
 } Outcome;
 
+/* A keyed message for outbox_store_gate() to check */
+typedef struct GateItem
+{
+	int64		id;
+	const char *target;
+	const char *key;
+} GateItem;
+
 extern void outbox_store_reset(Oid messages_relid);
 extern OutboxMessage *outbox_store_message(const MessageRow *row,
 										   MemoryContext cxt);
@@ -58,7 +66,7 @@ extern int	outbox_store_scan(List *targets, TimestampTz after_time,
 extern bool outbox_store_next_due(List *targets, TimestampTz *at);
 extern int	outbox_store_key_heads(const int64 *ids, int n, MessageRow **rows);
 extern bool outbox_store_probe(const char *target, MessageRow *row);
-extern void outbox_store_gate(int64 *ids, int n, bool *ok);
+extern void outbox_store_gate(const GateItem *items, int n, bool *ok);
 extern void outbox_store_outcomes(const Outcome *outcomes, int n);
 extern bool outbox_store_prune(int retention);
 
