@@ -44,10 +44,10 @@ echo
 echo "== TAP tests (prove) =="
 rm -rf tap
 mkdir -p tap
-# PGXS's prove_installcheck (see the Makefile), without pg_regress again;
-# the tests' logs go to tmp_check/log.
+# PGXS's prove_installcheck (see the Makefile), without pg_regress and the
+# isolation tests again; the tests' logs go to tmp_check/log.
 timeout --signal=TERM 2400 \
-    make -s PG_CONFIG="$pgbin/pg_config" installcheck REGRESS= \
+    make -s PG_CONFIG="$pgbin/pg_config" installcheck REGRESS= ISOLATION= \
     PROVE_TESTS="${PROVE_TESTS:-test/t/*.pl}" PROVE_FLAGS="${PROVE_FLAGS:-}" \
     2>&1 | tee tap/prove.out
 tap_status=${PIPESTATUS[0]}
