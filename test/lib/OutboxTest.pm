@@ -33,6 +33,7 @@ our @EXPORT = qw(
   gdb_attach gdb_command gdb_wait gdb_detach wait_for_decoding
   slot_confirmed_past
   is_signed_with random_key
+  fail_delivered_commits wait_for_failed_commit
 );
 
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
@@ -1040,6 +1041,60 @@ sub is_signed_with
 	diag "signatures of " . ($h->{'webhook-id'} // '?')
 	  . ": got [@got], want [@want]";
 	return 0;
+}
+
+=pod
+
+=item fail_delivered_commits($node)
+
+Fault injection for the dispatcher's transactions: from now on, a commit
+that records a message as delivered fails if the message's id is in the
+table public.faults (created here), after everything the transaction did
+(a deferred constraint trigger on outbox.messages raises at commit).
+Insert ids into public.faults, for instance
+C<INSERT INTO public.faults SELECT outbox_queue(...)>, and delete them to
+let the commits succeed again.
+
+=cut
+
+sub fail_delivered_commits
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', <<'SQL');
+CREATE TABLE public.faults (id bigint PRIMARY KEY);
+CREATE FUNCTION public.fail_commit() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NEW.state = 'delivered'
+       AND EXISTS (SELECT 1 FROM public.faults f WHERE f.id = NEW.id) THEN
+        RAISE EXCEPTION 'injected failure: message % cannot be recorded', NEW.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER fail_at_commit AFTER UPDATE ON outbox.messages
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION public.fail_commit();
+SQL
+	return;
+}
+
+=pod
+
+=item wait_for_failed_commit($node, $activity, $offset)
+
+Wait until the server log, from byte $offset on, shows a commit failed by
+fail_delivered_commits in the dispatcher's transaction named $activity
+(the errcontext of run_in_transaction, e.g. "scan outbox.messages").
+Returns true when it did.
+
+=cut
+
+sub wait_for_failed_commit
+{
+	my ($node, $activity, $offset) = @_;
+	return wait_for_log_line($node,
+		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: \Q$activity\E /,
+		$offset);
 }
 
 =pod

@@ -22,23 +22,8 @@ my $node = outbox_node('failed_transaction',
 
 ok(wait_for_decoding($node), 'the decoder streams from its slot');
 
-# The messages whose id is in faults cannot be recorded as delivered: the
-# check runs at commit, after everything the transaction did.
-$node->safe_psql('postgres', <<'SQL');
-CREATE TABLE public.faults (id bigint PRIMARY KEY);
-CREATE FUNCTION public.fail_commit() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
-BEGIN
-    IF NEW.state = 'delivered'
-       AND EXISTS (SELECT 1 FROM public.faults f WHERE f.id = NEW.id) THEN
-        RAISE EXCEPTION 'injected failure: message % cannot be recorded', NEW.id;
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE CONSTRAINT TRIGGER fail_at_commit AFTER UPDATE ON outbox.messages
-    DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION public.fail_commit();
-SQL
+# The messages whose id is in public.faults cannot be recorded as delivered
+fail_delivered_commits($node);
 
 my $log = log_position($node);
 $node->safe_psql('postgres', <<'SQL');
@@ -51,10 +36,7 @@ COMMIT;
 SQL
 
 ok(wait_for_requests($orders, 1, undef, with_id('k-1')), 'message n is sent');
-ok( wait_for_log_line(
-		$node,
-		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: fetch the next message of keys/,
-		$log),
+ok(wait_for_failed_commit($node, 'fetch the next message of keys', $log),
 	'the transaction that records its 2xx and looks up message n+1 fails');
 
 # Several failed attempts to record it, a sweep of the table among them
@@ -86,18 +68,12 @@ INSERT INTO public.faults
 SELECT outbox_queue('orders', '{"n": 1}', key => 'j', message_id => 'j-1');
 SQL
 ok(wait_for_requests($orders, 1, undef, with_id('j-1')), 'message n is sent');
-ok( wait_for_log_line(
-		$node,
-		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: record delivery outcomes/,
-		$log),
+ok(wait_for_failed_commit($node, 'record delivery outcomes', $log),
 	'recording its 2xx fails');
 $log = log_position($node);
 $node->safe_psql('postgres',
 	q{SELECT outbox_send('orders', '{"n": 2}', key => 'j', message_id => 'j-2')});
-ok( wait_for_log_line(
-		$node,
-		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: scan outbox.messages/,
-		$log),
+ok(wait_for_failed_commit($node, 'scan outbox.messages', $log),
 	'the scan that finds message n+1 fails to record the outcome of message n');
 wait_seconds(2);
 is(scalar(requests_with_id($orders, 'j-2')), 0,

@@ -26,23 +26,8 @@ my $node = outbox_node('failed_probe_search',
 
 ok(wait_for_decoding($node), 'the decoder streams from its slot');
 
-# The messages whose id is in faults cannot be recorded as delivered: the
-# check runs at commit, after everything the transaction did.
-$node->safe_psql('postgres', <<'SQL');
-CREATE TABLE public.faults (id bigint PRIMARY KEY);
-CREATE FUNCTION public.fail_commit() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
-BEGIN
-    IF NEW.state = 'delivered'
-       AND EXISTS (SELECT 1 FROM public.faults f WHERE f.id = NEW.id) THEN
-        RAISE EXCEPTION 'injected failure: message % cannot be recorded', NEW.id;
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE CONSTRAINT TRIGGER fail_at_commit AFTER UPDATE ON outbox.messages
-    DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION public.fail_commit();
-SQL
+# The messages whose id is in public.faults cannot be recorded as delivered
+fail_delivered_commits($node);
 
 # Message n is answered 2xx at once; three unkeyed messages sent with it
 # are answered 500 a second later, which opens the circuit after n's 2xx.
@@ -62,10 +47,7 @@ SQL
 ok(wait_for_requests($orders, 1, undef, with_id('k-1')), 'message n is sent');
 ok(poll_until($node, 'SELECT circuit FROM outbox.targets', 'open'),
 	'the circuit opens after its 2xx');
-ok( wait_for_log_line(
-		$node,
-		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: find probe messages/,
-		$log),
+ok(wait_for_failed_commit($node, 'find probe messages', $log),
 	'the search for a probe fails to record the outcome of message n');
 wait_seconds(2);
 is(scalar(requests_with_id($orders, 'k-2')), 0,
