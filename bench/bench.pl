@@ -122,6 +122,13 @@ sub query { return $node->safe_psql($_[1] // 'postgres', $_[0]) }
 
 sub checkpoint { query('CHECKPOINT'); return }
 
+# The next transaction id: how many transactions wrote (the workers' too),
+# counted without waiting for the workers to report their statistics
+sub next_xid
+{
+	return query('SELECT txid_snapshot_xmax(txid_current_snapshot())');
+}
+
 sub max_id { return query('SELECT coalesce(max(id), 0) FROM outbox.messages') }
 
 sub pending
@@ -594,6 +601,7 @@ SQL
 	$d{cpu_dec} = cpu($r{pid}{dec}) - $dec0;
 	$d{pending} = pending();
 	my $disp0 = cpu($r{pid}{disp});
+	my $xids0 = next_xid();
 	nginx_start();
 	my $t_up = time();
 	my $range = "FROM outbox.messages WHERE id > $d{lo} AND id <= $d{hi}";
@@ -608,6 +616,7 @@ SQL
 	}
 	my $t_end = time();
 	$d{cpu_disp} = cpu($r{pid}{disp}) - $disp0;
+	$d{xids} = next_xid() - $xids0;
 	my ($delivered, $first, $last) = split /\|/, query("SELECT count(*) FILTER
 		(WHERE state = 'delivered'), extract(epoch FROM min(delivered_at)),
 		extract(epoch FROM max(delivered_at)) $range");
@@ -1069,6 +1078,12 @@ sub report
 	}
 	row('  per-key order violations 16/1000/distinct', $violations, '0 / 0 / 0',
 		check($violations eq '0 / 0 / 0'));
+	# work per message, which a busy machine does not change as it does rates
+	my @kinds = qw(none k16 k1000 distinct);
+	row('  write txns/1k msgs, none/16/1000/distinct',
+		join(' / ', map { f0($o->{$_}{xids} / max(1, $o->{$_}{delivered}) * 1000) } @kinds));
+	row('  dispatcher CPU s/10k msgs, same order',
+		join(' / ', map { $per10k->($o->{$_}{cpu_disp}, max(1, $o->{$_}{delivered})) } @kinds));
 	row('dispatcher CPU, receiver down (circuit open)', "$d->{idle_cpu}% of a core", '<= 5%',
 		mark($d->{idle_cpu} <= 5));
 	row("latency paced $s{paced_rate}/s ($lp->{latency_n} msgs) p50", "$lp->{p50} ms", '<= 3 ms',
