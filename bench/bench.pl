@@ -122,11 +122,12 @@ sub query { return $node->safe_psql($_[1] // 'postgres', $_[0]) }
 
 sub checkpoint { query('CHECKPOINT'); return }
 
-# The next transaction id: how many transactions wrote (the workers' too),
-# counted without waiting for the workers to report their statistics
+# The next transaction id: the difference is how many transactions wrote
+# meanwhile (the workers', autovacuum's), counted without waiting for the
+# workers to report their statistics
 sub next_xid
 {
-	return query('SELECT txid_snapshot_xmax(txid_current_snapshot())');
+	return query('SELECT pg_snapshot_xmax(pg_current_snapshot())');
 }
 
 sub max_id { return query('SELECT coalesce(max(id), 0) FROM outbox.messages') }

@@ -915,6 +915,19 @@ check_gate(void *arg)
 {
 	GateBatch  *batch = arg;
 
+	/*
+	 * The transaction may have found the extension recreated, and forgotten
+	 * every message held (check_extension_objects()): the candidates'
+	 * strings are gone with them, and none goes.
+	 */
+	for (int i = 0; i < batch->n; i++)
+	{
+		if (outbox_tracked_find(batch->items[i].id) != batch->candidates[i])
+		{
+			memset(batch->ok, 0, sizeof(bool) * batch->n);
+			return;
+		}
+	}
 	outbox_store_gate(batch->items, batch->n, batch->ok);
 }
 

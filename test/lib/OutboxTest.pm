@@ -33,7 +33,7 @@ our @EXPORT = qw(
   gdb_attach gdb_command gdb_wait gdb_detach wait_for_decoding
   slot_confirmed_past
   is_signed_with random_key
-  fail_delivered_commits wait_for_failed_commit
+  fail_delivered_commits wait_for_failed_commit sent_ids
 );
 
 # Directory holding receiver.py (this file is test/lib/OutboxTest.pm).
@@ -391,6 +391,21 @@ sub requests_with_id
 {
 	my ($r, $id) = @_;
 	return grep { with_id($id)->($_) } read_requests($r);
+}
+
+=pod
+
+=item sent_ids($r, $regexp)
+
+The webhook-ids of the receiver's logged requests that match $regexp, in
+the order they arrived, joined with commas (a repeat appears twice).
+
+=cut
+
+sub sent_ids
+{
+	my ($r, $re) = @_;
+	return join(',', grep { $_ =~ $re } map { _webhook_id($_) } read_requests($r));
 }
 
 =pod
