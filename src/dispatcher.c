@@ -910,19 +910,26 @@ typedef struct GateBatch
 	bool		ok[GATE_BATCH];
 } GateBatch;
 
+/*
+ * Is candidate i still held?  The gate's transaction may have found the
+ * extension gone or recreated, and forgotten (freed) every message held
+ * (check_extension_objects()).
+ */
+static bool
+candidate_held(const GateBatch *batch, int i)
+{
+	return outbox_tracked_find(batch->items[i].id) == batch->candidates[i];
+}
+
 static void
 check_gate(void *arg)
 {
 	GateBatch  *batch = arg;
 
-	/*
-	 * The transaction may have found the extension recreated, and forgotten
-	 * every message held (check_extension_objects()): the candidates'
-	 * strings are gone with them, and none goes.
-	 */
+	/* A candidate forgotten took its strings with it: none goes */
 	for (int i = 0; i < batch->n; i++)
 	{
-		if (outbox_tracked_find(batch->items[i].id) != batch->candidates[i])
+		if (!candidate_held(batch, i))
 		{
 			memset(batch->ok, 0, sizeof(bool) * batch->n);
 			return;
@@ -1027,8 +1034,7 @@ gate_keyed_messages(void)
 	}
 	for (int i = 0; i < batch.n; i++)
 	{
-		/* The transaction may have found the extension gone or recreated */
-		if (outbox_tracked_find(batch.items[i].id) != batch.candidates[i])
+		if (!candidate_held(&batch, i))
 			continue;
 		if (checked && batch.ok[i])
 			batch.candidates[i]->gate_ok = true;

@@ -100,6 +100,14 @@ make_array(Datum *elems, bool *nulls, int n, Oid type)
 											  typlen, typbyval, typalign));
 }
 
+/* A text[] of n text Datums */
+static Datum
+text_datums_array(Datum *elems, int n)
+{
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
 /* A text[] of the strings (char *) */
 static Datum
 text_array(List *strings)
@@ -110,8 +118,7 @@ text_array(List *strings)
 
 	foreach(lc, strings)
 		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
-	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
-										   TYPALIGN_INT));
+	return text_datums_array(elems, n);
 }
 
 /* A bigint[] of the ids */
@@ -364,19 +371,19 @@ outbox_store_gate(const GateItem *items, int n, bool *ok)
 	Oid			types[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	Datum		values[lengthof(types)];
 	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
-	List	   *targets = NIL;
-	List	   *keys = NIL;
+	Datum	   *targets = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *keys = palloc(sizeof(Datum) * Max(n, 1));
 
 	for (int i = 0; i < n; i++)
 	{
 		ok[i] = false;
 		ids[i] = items[i].id;
-		targets = lappend(targets, (char *) items[i].target);
-		keys = lappend(keys, (char *) items[i].key);
+		targets[i] = CStringGetTextDatum(items[i].target);
+		keys[i] = CStringGetTextDatum(items[i].key);
 	}
 	values[0] = int8_array(ids, n);
-	values[1] = text_array(targets);
-	values[2] = text_array(keys);
+	values[1] = text_datums_array(targets, n);
+	values[2] = text_datums_array(keys, n);
 	outbox_execute(&gate_plan,
 				   "SELECT c.i FROM unnest($1, $2, $3) WITH ORDINALITY"
 				   "  AS c(id, target, key, i)"
