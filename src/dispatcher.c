@@ -263,60 +263,57 @@ rescan_after_error(void)
 }
 
 /*
- * Keyed messages let through by the table in the transaction now running
- * (a scan or a key lookup found each the first pending message of its
- * key), by id.  What let them through includes the outcomes that
- * transaction recorded first; if it fails, those are not recorded, and
- * sending the next message of a key before its predecessor's outcome is
- * durable would let a crash send the predecessor again after it.  So when
- * a transaction fails, these wait in the table instead (see
+ * The messages queued by the transaction now running, by id: a scan or a
+ * key lookup found each due, and first in its key if it has one.  What the
+ * transaction read includes the outcomes it recorded first; if it fails,
+ * those are not recorded, and the table still says what it said before.
+ * Sending the next message of a key before its predecessor's outcome is
+ * durable would let a crash send the predecessor again after it; sending
+ * a retry would send an attempt the table never counts, before its
+ * backoff, and at the pace of the failing transactions.  So when a
+ * transaction fails, these wait in the table instead (see
  * run_in_transaction()).
  */
-static int64 admitted[Max(SCAN_BATCH, OUTBOX_KEY_LOOKUP_BATCH)];
-static int	n_admitted = 0;
+static int64 found[Max(SCAN_BATCH, OUTBOX_KEY_LOOKUP_BATCH)];
+static int	n_found = 0;
 
 /*
- * msg is first in its key: it needs no gate check.  One transaction
- * admits at most a scan's or a lookup's rows; should more come, the rest
- * go through the gate.
+ * The table found t due, and first in its key if it has one: it needs no
+ * gate check.  One transaction finds at most a scan's or a lookup's rows.
  */
 static void
 admit(Tracked *t)
 {
-	if (t->msg->key == NULL)
-	{
-		t->gate_ok = true;
-		return;
-	}
-	if (n_admitted == lengthof(admitted))
-	{
-		gate_needed = true;
-		return;
-	}
+	if (n_found == lengthof(found))
+		elog(ERROR, "outbox dispatcher found more than %d messages in one transaction",
+			 (int) lengthof(found));
 	t->gate_ok = true;
-	admitted[n_admitted++] = t->id;
+	found[n_found++] = t->id;
 }
 
-static void wait_for_key(Tracked *t);
-
 /*
- * The transaction that admitted them failed: the keyed messages it let
- * through wait in the table, and a sweep from the start finds them after
- * a pause (no finishing message will look them up).
+ * The transaction that found them failed: the messages it queued wait in
+ * the table, and a sweep from the start finds them after a pause (no
+ * finishing message will look them up).  Each is kept as DONE while the
+ * ring may still bring a copy, as a message sent is.
  */
 static void
-unadmit_all(void)
+unfind_all(void)
 {
-	for (int i = 0; i < n_admitted; i++)
+	for (int i = 0; i < n_found; i++)
 	{
-		Tracked    *t = outbox_tracked_find(admitted[i]);
+		Tracked    *t = outbox_tracked_find(found[i]);
 
-		if (t != NULL && t->state == OUTBOX_TRACK_QUEUED)
-			wait_for_key(t);
+		if (t == NULL || t->state != OUTBOX_TRACK_QUEUED)
+			continue;
+		outbox_queue_remove(t);
+		if (t->msg->key)
+			outbox_key_wait(t->target->name, t->msg->key);
+		outbox_tracked_finished(t, ring_covers);
 	}
-	if (n_admitted > 0)
+	if (n_found > 0)
 		rescan_after_error();
-	n_admitted = 0;
+	n_found = 0;
 }
 
 /*
@@ -496,7 +493,7 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		ok = true;
 
-	n_admitted = 0;
+	n_found = 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	pgstat_report_activity(STATE_RUNNING, activity);
@@ -546,7 +543,7 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 		AbortCurrentTransaction();
 		FlushErrorState();
 		RESUME_INTERRUPTS();
-		unadmit_all();
+		unfind_all();
 		ok = false;
 	}
 	PG_END_TRY();
@@ -1265,7 +1262,7 @@ send_probes(void)
 	{
 		/*
 		 * A keyed probe was chosen as the first of its key on outcomes that
-		 * were not recorded after all (see unadmit_all()): none goes, and
+		 * were not recorded after all (see unfind_all()): none goes, and
 		 * they are looked for again after SAFETY_SCAN_MS.
 		 */
 		foreach(lc, search.found)
@@ -1425,8 +1422,10 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		}
 		if (!run_in_transaction(scan_table, NULL, "scan outbox.messages"))
 		{
+			/* Its position moved past rows it let go: start over */
 			scan_wanted = false;
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
+			rescan_after_error();
 		}
 	}
 	awaiting_commit = false;

@@ -117,15 +117,16 @@ outbox_tracked_enter(OutboxMessage *msg, XLogRecPtr forget_after,
 }
 
 /*
- * The request of t finished and its outcome is held: free its message and
- * body, and keep the entry as DONE for as long as the ring may still bring
- * a copy of the message.
+ * The request of t finished and its outcome is held, or t was let go
+ * unsent: free its message and body, and keep the entry as DONE for as
+ * long as the ring may still bring a copy of the message.
  */
 void
 outbox_tracked_finished(Tracked *t, XLogRecPtr ring_covers)
 {
 	outbox_message_free(t->msg);
-	pfree(t->body);
+	if (t->body)
+		pfree(t->body);
 	t->msg = NULL;
 	t->body = NULL;
 	if (t->forget_after <= ring_covers)

@@ -83,10 +83,12 @@ umount_root() {
 }
 
 # Runs apt-get in a root.  sid's Release file may be past its Valid-Until
-# date on a mirror that lags; the signature is still checked.
+# date on a mirror that lags; the signature is still checked.  The caller's
+# environment stays outside: a TMPDIR of the host's breaks maintainer scripts.
 root_apt() {
     local r=$1; shift
-    chroot "$r" env DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 \
+    chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+        DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 \
         apt-get -o Acquire::Check-Valid-Until=false -o APT::Install-Recommends=false \
         -o Dpkg::Use-Pty=0 "$@"
 }
