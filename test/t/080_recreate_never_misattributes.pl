@@ -66,7 +66,11 @@ $node->safe_psql('postgres',
 	"SELECT outbox_queue('orders', '{\"fresh\": true}', message_id => 'fresh')");
 ok(scalar(wait_for_requests($orders, 1, undef,
 	with_id('fresh'))),
-	'a message of the new table is delivered');
+	'a message of the new table is sent');
+ok(poll_until($node,
+		"SELECT state FROM outbox.messages WHERE message_id = 'fresh'",
+		'delivered'),
+	'and recorded delivered');
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM outbox.messages WHERE state = 'pending'"),
 	'3', 'the messages for later still wait');
