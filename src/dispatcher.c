@@ -615,6 +615,58 @@ sendable_targets(int *limit)
 	return names;
 }
 
+/* The first of the rows of one key seen so far, in mark_rows_behind() */
+typedef struct KeyFirst
+{
+	uint64		hash;			/* hash key: of target and key */
+	int			k;				/* its index in items[] */
+} KeyFirst;
+
+/*
+ * Mark the keyed rows of one scan that come behind another of them of the
+ * same key, in the per-key order: such a row is not first in its key, as
+ * the gate would say after a query.  A sweep through a backlog of a few
+ * keys meets many of them.  Two keys of the same hash are left to the gate.
+ */
+static void
+mark_rows_behind(const GateItem *items, const bool *attempted, int n,
+				 bool *behind)
+{
+	HASHCTL		ctl;
+	HTAB	   *firsts;
+
+	if (n == 0)
+		return;
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(KeyFirst);
+	ctl.hcxt = CurrentMemoryContext;
+	firsts = hash_create("outbox keys of a scan", n, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int k = 0; k < n; k++)
+	{
+		uint64		hash = outbox_key_hash(items[k].target, items[k].key);
+		bool		found;
+		KeyFirst   *f = hash_search(firsts, &hash, HASH_ENTER, &found);
+		int			j = f->k;
+
+		behind[k] = false;
+		if (!found)
+			f->k = k;
+		else if (strcmp(items[j].target, items[k].target) != 0 ||
+				 strcmp(items[j].key, items[k].key) != 0)
+			continue;
+		else if (outbox_key_precedes(attempted[j], items[j].id,
+									 attempted[k], items[k].id))
+			behind[k] = true;
+		else
+		{
+			behind[j] = true;
+			f->k = k;
+		}
+	}
+	hash_destroy(firsts);
+}
+
 /*
  * Fetch the next batch of due rows after the sweep's position and queue
  * those not already held.  Keyed rows that may go are asked about in the
@@ -632,8 +684,13 @@ scan_table(void *arg)
 	int		   *queue;			/* the rows to queue, by index */
 	int			nqueue = 0;
 	GateItem   *keyed;			/* those with a key */
-	bool	   *first;			/* for each of those, may it go? */
+	bool	   *attempted;		/* for each of those, was it sent before? */
+	bool	   *behind;			/* ... is another of its key before it here? */
+	bool	   *first;			/* ... may it go? */
 	int			nkeyed = 0;
+	GateItem   *gate;			/* those the table is asked about */
+	bool	   *gate_ok;
+	int			ngate = 0;
 
 	targets = sendable_targets(&limit);
 	nrows = outbox_store_scan(targets, cursor_valid ? cursor_time : DT_NOBEGIN,
@@ -647,7 +704,11 @@ scan_table(void *arg)
 
 	queue = palloc(sizeof(int) * Max(nrows, 1));
 	keyed = palloc(sizeof(GateItem) * Max(nrows, 1));
+	attempted = palloc(sizeof(bool) * Max(nrows, 1));
+	behind = palloc(sizeof(bool) * Max(nrows, 1));
 	first = palloc(sizeof(bool) * Max(nrows, 1));
+	gate = palloc(sizeof(GateItem) * Max(nrows, 1));
+	gate_ok = palloc(sizeof(bool) * Max(nrows, 1));
 	for (int i = 0; i < nrows; i++)
 	{
 		MessageRow *row = &rows[i];
@@ -672,6 +733,7 @@ scan_table(void *arg)
 				outbox_key_wait(row->target, row->key);
 				continue;
 			}
+			attempted[nkeyed] = row->attempts > 0;
 			keyed[nkeyed].id = row->id;
 			keyed[nkeyed].target = row->target;
 			keyed[nkeyed++].key = row->key;
@@ -679,9 +741,18 @@ scan_table(void *arg)
 		queue[nqueue++] = i;
 	}
 
-	/* The keyed ones go if they come first in their key */
-	if (nkeyed > 0)
-		outbox_store_gate(keyed, nkeyed, first);
+	/*
+	 * The keyed ones go if they come first in their key: the table is asked
+	 * about those that come first among the rows of their key read here.
+	 */
+	mark_rows_behind(keyed, attempted, nkeyed, behind);
+	for (int k = 0; k < nkeyed; k++)
+		if (!behind[k])
+			gate[ngate++] = keyed[k];
+	if (ngate > 0)
+		outbox_store_gate(gate, ngate, gate_ok);
+	for (int k = 0, g = 0; k < nkeyed; k++)
+		first[k] = !behind[k] && gate_ok[g++];
 
 	for (int j = 0, k = 0; j < nqueue; j++)
 	{

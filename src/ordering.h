@@ -22,6 +22,18 @@
 	" WHERE state = 'pending' AND target = " target " AND key = " key \
 	" ORDER BY attempts = 0, id LIMIT 1"
 
+/*
+ * Does message a come before message b of the same key, in that order?
+ * attempted: it has been sent before (attempts > 0).
+ */
+static inline bool
+outbox_key_precedes(bool a_attempted, int64 a_id, bool b_attempted, int64 b_id)
+{
+	if (a_attempted != b_attempted)
+		return a_attempted;
+	return a_id < b_id;
+}
+
 /* Keys looked up at once, at most */
 #define OUTBOX_KEY_LOOKUP_BATCH		1000
 

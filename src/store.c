@@ -181,6 +181,7 @@ read_row(uint64 i, MessageRow *row)
 	row->id = DatumGetInt64(SPI_getbinval(tup, desc, MC_ID, &isnull));
 	row->target = text_or_null(tup, desc, MC_TARGET);
 	row->key = text_or_null(tup, desc, MC_KEY);
+	row->attempts = int32_column(tup, desc, MC_ATTEMPTS);
 	row->next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tup, desc,
 															 MC_NEXT_ATTEMPT_AT,
 															 &isnull));
@@ -215,7 +216,7 @@ outbox_store_message(const MessageRow *r, MemoryContext cxt)
 	row.commit_lsn = InvalidXLogRecPtr;
 	row.relid = messages_relid;
 	row.xid = InvalidTransactionId;
-	row.attempts = int32_column(tup, desc, MC_ATTEMPTS);
+	row.attempts = r->attempts;
 	row.probe_failures = int32_column(tup, desc, MC_PROBE_FAILURES);
 	row.target = text_or_null(tup, desc, MC_TARGET);
 	row.message_id = text_or_null(tup, desc, MC_MESSAGE_ID);

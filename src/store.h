@@ -27,6 +27,7 @@ typedef struct MessageRow
 	int64		id;
 	char	   *target;
 	char	   *key;			/* NULL: none */
+	int32		attempts;
 	TimestampTz next_attempt_at;
 	bool		due;			/* next_attempt_at <= now() */
 	HeapTuple	tuple;			/* for outbox_store_message() */
