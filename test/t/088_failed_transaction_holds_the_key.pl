@@ -6,7 +6,8 @@
 # and sending n+1 would let a crash send n again after it.  A deferred
 # constraint trigger makes every commit that records n as delivered fail:
 # n+1 must not be sent until one succeeds, and then the key goes on in
-# order, n not sent again.  The same when it is a scan that finds n+1.
+# order, n not sent again.  The same when it is a scan that finds n+1, or
+# the gate that checks it.
 
 use strict;
 use warnings;
@@ -82,6 +83,33 @@ ok(poll_until($node,
 		'2'),
 	'then both are delivered');
 is(sent_ids($orders, qr/^j-/), 'j-1,j-2', 'in order, message n not sent again');
+
+# The same when the gate checks message n+1: queued with outbox_queue after
+# n got its 2xx, it comes through the WAL, and the transaction that asks
+# the table whether it is first in its key records n's outcome first.
+$log = log_position($node);
+$node->safe_psql('postgres', <<'SQL');
+INSERT INTO public.faults
+SELECT outbox_queue('orders', '{"n": 1}', key => 'g', message_id => 'g-1');
+SQL
+ok(wait_for_requests($orders, 1, undef, with_id('g-1')), 'message n is sent');
+ok(wait_for_failed_commit($node, 'record delivery outcomes', $log),
+	'recording its 2xx fails');
+$log = log_position($node);
+$node->safe_psql('postgres',
+	q{SELECT outbox_queue('orders', '{"n": 2}', key => 'g', message_id => 'g-2')});
+ok(wait_for_failed_commit($node, 'check the order of keyed messages', $log),
+	'the gate check of message n+1 fails to record the outcome of message n');
+wait_seconds(2);
+is(scalar(requests_with_id($orders, 'g-2')), 0,
+	'message n+1 checked by the gate is not sent while the outcome of message n is not recorded');
+
+$node->safe_psql('postgres', 'DELETE FROM public.faults');
+ok(poll_until($node,
+		"SELECT count(*) FROM outbox.messages WHERE key = 'g' AND state = 'delivered'",
+		'2'),
+	'then both are delivered');
+is(sent_ids($orders, qr/^g-/), 'g-1,g-2', 'in order, message n not sent again');
 
 $node->stop;
 done_testing();
