@@ -57,59 +57,50 @@ ok(poll_until($node,
 is(sent_ids($orders, qr/^k-/), 'k-1,k-2,k-3',
 	'in order, message n not sent again');
 
+# Message n of key $key is sent and answered 2xx, and recording it fails;
+# then message n+1 is queued with $function, and $finder, the transaction
+# named $activity, fails at commit after recording n's outcome first.
+# n+1 waits until the outcome is recorded, then both go, in order.
+sub next_waits_for_recorded_outcome
+{
+	my ($key, $function, $activity, $finder) = @_;
+	my $offset = log_position($node);
+	$node->safe_psql('postgres', <<"SQL");
+INSERT INTO public.faults
+SELECT outbox_queue('orders', '{"n": 1}', key => '$key', message_id => '$key-1');
+SQL
+	ok(wait_for_requests($orders, 1, undef, with_id("$key-1")), "$finder: message n is sent");
+	ok(wait_for_failed_commit($node, 'record delivery outcomes', $offset),
+		"$finder: recording its 2xx fails");
+	$offset = log_position($node);
+	$node->safe_psql('postgres',
+		"SELECT $function('orders', '{\"n\": 2}', key => '$key', message_id => '$key-2')");
+	ok(wait_for_failed_commit($node, $activity, $offset),
+		"$finder: the transaction that finds message n+1 fails to record the outcome of message n");
+	wait_seconds(2);
+	is(scalar(requests_with_id($orders, "$key-2")), 0,
+		"$finder: message n+1 is not sent while the outcome of message n is not recorded");
+
+	$node->safe_psql('postgres', 'DELETE FROM public.faults');
+	ok(poll_until($node,
+			"SELECT count(*) FROM outbox.messages WHERE key = '$key' AND state = 'delivered'",
+			'2'),
+		"$finder: then both are delivered");
+	is(sent_ids($orders, qr/^$key-/), "$key-1,$key-2",
+		"$finder: in order, message n not sent again");
+	return;
+}
+
 # The same when a scan finds message n+1: queued with outbox_send after n
 # got its 2xx, it reaches the dispatcher only through the table, and the
 # scan that finds it records n's outcome first.
-$log = log_position($node);
-$node->safe_psql('postgres', <<'SQL');
-INSERT INTO public.faults
-SELECT outbox_queue('orders', '{"n": 1}', key => 'j', message_id => 'j-1');
-SQL
-ok(wait_for_requests($orders, 1, undef, with_id('j-1')), 'message n is sent');
-ok(wait_for_failed_commit($node, 'record delivery outcomes', $log),
-	'recording its 2xx fails');
-$log = log_position($node);
-$node->safe_psql('postgres',
-	q{SELECT outbox_send('orders', '{"n": 2}', key => 'j', message_id => 'j-2')});
-ok(wait_for_failed_commit($node, 'scan outbox.messages', $log),
-	'the scan that finds message n+1 fails to record the outcome of message n');
-wait_seconds(2);
-is(scalar(requests_with_id($orders, 'j-2')), 0,
-	'message n+1 found by a scan is not sent while the outcome of message n is not recorded');
-
-$node->safe_psql('postgres', 'DELETE FROM public.faults');
-ok(poll_until($node,
-		"SELECT count(*) FROM outbox.messages WHERE key = 'j' AND state = 'delivered'",
-		'2'),
-	'then both are delivered');
-is(sent_ids($orders, qr/^j-/), 'j-1,j-2', 'in order, message n not sent again');
+next_waits_for_recorded_outcome('j', 'outbox_send', 'scan outbox.messages', 'a scan');
 
 # The same when the gate checks message n+1: queued with outbox_queue after
 # n got its 2xx, it comes through the WAL, and the transaction that asks
 # the table whether it is first in its key records n's outcome first.
-$log = log_position($node);
-$node->safe_psql('postgres', <<'SQL');
-INSERT INTO public.faults
-SELECT outbox_queue('orders', '{"n": 1}', key => 'g', message_id => 'g-1');
-SQL
-ok(wait_for_requests($orders, 1, undef, with_id('g-1')), 'message n is sent');
-ok(wait_for_failed_commit($node, 'record delivery outcomes', $log),
-	'recording its 2xx fails');
-$log = log_position($node);
-$node->safe_psql('postgres',
-	q{SELECT outbox_queue('orders', '{"n": 2}', key => 'g', message_id => 'g-2')});
-ok(wait_for_failed_commit($node, 'check the order of keyed messages', $log),
-	'the gate check of message n+1 fails to record the outcome of message n');
-wait_seconds(2);
-is(scalar(requests_with_id($orders, 'g-2')), 0,
-	'message n+1 checked by the gate is not sent while the outcome of message n is not recorded');
-
-$node->safe_psql('postgres', 'DELETE FROM public.faults');
-ok(poll_until($node,
-		"SELECT count(*) FROM outbox.messages WHERE key = 'g' AND state = 'delivered'",
-		'2'),
-	'then both are delivered');
-is(sent_ids($orders, qr/^g-/), 'g-1,g-2', 'in order, message n not sent again');
+next_waits_for_recorded_outcome('g', 'outbox_queue', 'check the order of keyed messages',
+	'the gate');
 
 $node->stop;
 done_testing();
