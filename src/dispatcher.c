@@ -279,14 +279,13 @@ static int	n_found = 0;
 
 /*
  * The table found t due, and first in its key if it has one: it needs no
- * gate check.  One transaction finds at most a scan's or a lookup's rows.
+ * gate check.  One transaction finds at most a scan's or a lookup's rows,
+ * each once.
  */
 static void
 admit(Tracked *t)
 {
-	if (n_found == lengthof(found))
-		elog(ERROR, "outbox dispatcher found more than %d messages in one transaction",
-			 (int) lengthof(found));
+	Assert(n_found < lengthof(found));
 	t->gate_ok = true;
 	found[n_found++] = t->id;
 }
