@@ -174,6 +174,19 @@ static int64 cursor_id;
 static TimestampTz next_scan_at = 0;	/* sweep on then: rows become due */
 static TimestampTz restart_scan_at = 0; /* sweep from the start then */
 
+/*
+ * The scan now running: where the sweep was when it started, and the row
+ * whose message it is building (its index; -1: none), for scan_failed().
+ * scan_cap: the next scan reads at most this many rows (0: no limit).
+ */
+static bool scan_from_valid;
+static TimestampTz scan_from_time;
+static int64 scan_from_id;
+static int	scan_reading = -1;
+static TimestampTz scan_reading_time;
+static int64 scan_reading_id;
+static int	scan_cap = 0;
+
 /* When to try again to fetch the next message of keys, after an error */
 static TimestampTz lookup_retry_at = 0;
 
@@ -274,34 +287,36 @@ rescan_after_error(void)
  * transaction fails, these wait in the table instead (see
  * run_in_transaction()).
  */
-static int64 found[Max(SCAN_BATCH, OUTBOX_KEY_LOOKUP_BATCH)];
+static int64 found_ids[Max(SCAN_BATCH, OUTBOX_KEY_LOOKUP_BATCH)];
 static int	n_found = 0;
 
 /*
- * The table found t due, and first in its key if it has one: it needs no
- * gate check.  One transaction finds at most a scan's or a lookup's rows,
- * each once.
+ * The table found message id due, and first in its key if it has one: it
+ * needs no gate check.  One transaction finds at most a scan's or a
+ * lookup's rows, one message per row; this fails before anything changes
+ * should that ever not hold.
  */
 static void
-admit(Tracked *t)
+admit(int64 id)
 {
-	Assert(n_found < lengthof(found));
-	t->gate_ok = true;
-	found[n_found++] = t->id;
+	if (n_found == lengthof(found_ids))
+		elog(ERROR, "outbox dispatcher found more than %d messages in one transaction",
+			 (int) lengthof(found_ids));
+	found_ids[n_found++] = id;
 }
 
 /*
  * The transaction that found them failed: the messages it queued wait in
- * the table, and a sweep from the start finds them after a pause (no
- * finishing message will look them up).  Each is kept as DONE while the
- * ring may still bring a copy, as a message sent is.
+ * the table, where the scan or the key lookup tried again finds them (see
+ * scan_failed(); a failed lookup keeps its keys).  Each is kept as DONE
+ * while the ring may still bring a copy, as a message sent is.
  */
 static void
 unfind_all(void)
 {
 	for (int i = 0; i < n_found; i++)
 	{
-		Tracked    *t = outbox_tracked_find(found[i]);
+		Tracked    *t = outbox_tracked_find(found_ids[i]);
 
 		if (t == NULL || t->state != OUTBOX_TRACK_QUEUED)
 			continue;
@@ -310,8 +325,6 @@ unfind_all(void)
 			outbox_key_wait(t->target->name, t->msg->key);
 		outbox_tracked_finished(t, ring_covers);
 	}
-	if (n_found > 0)
-		rescan_after_error();
 	n_found = 0;
 }
 
@@ -354,13 +367,13 @@ track(OutboxMessage *msg, XLogRecPtr forget_after, Tracked *t,
 		return NULL;
 	}
 
-	t = outbox_tracked_enter(msg, forget_after, target, t);
-	t->state = OUTBOX_TRACK_QUEUED;
-	t->gate_ok = false;
 	if (first_in_key)
-		admit(t);
+		admit(msg->id);
 	else if (msg->key)
 		gate_needed = true;
+	t = outbox_tracked_enter(msg, forget_after, target, t);
+	t->state = OUTBOX_TRACK_QUEUED;
+	t->gate_ok = first_in_key;
 	outbox_queue_push(queue, t);
 	return t;
 }
@@ -644,18 +657,22 @@ mark_rows_behind(const GateItem *items, const bool *attempted, int n,
 	for (int k = 0; k < n; k++)
 	{
 		uint64		hash = outbox_key_hash(items[k].target, items[k].key);
-		bool		found;
-		KeyFirst   *f = hash_search(firsts, &hash, HASH_ENTER, &found);
-		int			j = f->k;
+		bool		seen;
+		KeyFirst   *f = hash_search(firsts, &hash, HASH_ENTER, &seen);
+		int			j;
 
 		behind[k] = false;
-		if (!found)
+		if (!seen)
+		{
 			f->k = k;
-		else if (strcmp(items[j].target, items[k].target) != 0 ||
-				 strcmp(items[j].key, items[k].key) != 0)
 			continue;
-		else if (outbox_key_precedes(attempted[j], items[j].id,
-									 attempted[k], items[k].id))
+		}
+		j = f->k;
+		if (strcmp(items[j].target, items[k].target) != 0 ||
+			strcmp(items[j].key, items[k].key) != 0)
+			continue;
+		if (outbox_key_precedes(attempted[j], items[j].id,
+								attempted[k], items[k].id))
 			behind[k] = true;
 		else
 		{
@@ -680,6 +697,7 @@ scan_table(void *arg)
 	MessageRow *rows;
 	int			nrows;
 	int			limit;
+	bool		capped;			/* limit is scan_cap, not all there is room for */
 	int		   *queue;			/* the rows to queue, by index */
 	int			nqueue = 0;
 	GateItem   *keyed;			/* those with a key */
@@ -692,6 +710,13 @@ scan_table(void *arg)
 	int			ngate = 0;
 
 	targets = sendable_targets(&limit);
+	capped = scan_cap > 0 && scan_cap < limit;
+	if (capped)
+		limit = scan_cap;
+	scan_cap = 0;
+	scan_from_valid = cursor_valid;
+	scan_from_time = cursor_time;
+	scan_from_id = cursor_id;
 	nrows = outbox_store_scan(targets, cursor_valid ? cursor_time : DT_NOBEGIN,
 							  cursor_valid ? cursor_id : 0, limit, &rows);
 
@@ -762,12 +787,16 @@ scan_table(void *arg)
 			outbox_key_wait(row->target, row->key);
 			continue;
 		}
+		scan_reading = queue[j];
+		scan_reading_time = row->next_attempt_at;
+		scan_reading_id = row->id;
 		track(outbox_store_message(row, outbox_message_context), scan_lsn,
 			  outbox_tracked_find(row->id), true);
+		scan_reading = -1;
 		outbox_count(OUTBOX_STAT_SCANNED, 1);
 	}
 
-	if (nrows < limit)
+	if (nrows < limit && !capped)
 	{
 		/*
 		 * Reached the end: go on from here when the next row becomes due.
@@ -781,6 +810,34 @@ scan_table(void *arg)
 		if (outbox_store_next_due(targets, &due) && due < next_scan_at)
 			next_scan_at = due;
 	}
+}
+
+/*
+ * The scan's transaction failed, and what it queued waits in the table
+ * (unfind_all()).  The sweep goes on from where the scan started, so that
+ * the next scan reads the same rows; but if building the message of one
+ * of them failed, the next scan stops just before that row, and the one
+ * after passes it by.  A row that cannot be read holds up no other: each
+ * sweep from the start meets it once more (and says why it failed).
+ */
+static void
+scan_failed(void)
+{
+	if (scan_reading == 0)
+	{
+		cursor_valid = true;
+		cursor_time = scan_reading_time;
+		cursor_id = scan_reading_id;
+	}
+	else
+	{
+		cursor_valid = scan_from_valid;
+		cursor_time = scan_from_time;
+		cursor_id = scan_from_id;
+		if (scan_reading > 0)
+			scan_cap = scan_reading;
+	}
+	scan_reading = -1;
 }
 
 /*
@@ -835,7 +892,10 @@ fetch_key_heads(void *arg)
 		{
 			/* Already queued from the ring or a scan, or in flight */
 			if (t->state == OUTBOX_TRACK_QUEUED)
-				admit(t);
+			{
+				admit(t->id);
+				t->gate_ok = true;
+			}
 			continue;
 		}
 		if (outbox_key_busy(row->target, row->key))
@@ -1492,10 +1552,9 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		}
 		if (!run_in_transaction(scan_table, NULL, "scan outbox.messages"))
 		{
-			/* Its position moved past rows it let go: start over */
+			scan_failed();
 			scan_wanted = false;
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
-			rescan_after_error();
 		}
 	}
 	awaiting_commit = false;

@@ -1099,16 +1099,17 @@ SQL
 
 Wait until the server log, from byte $offset on, shows a commit failed by
 fail_delivered_commits in the dispatcher's transaction named $activity
-(the errcontext of run_in_transaction, e.g. "scan outbox.messages").
-Returns true when it did.
+(the errcontext of run_in_transaction, e.g. "scan outbox.messages"; or
+a qr// of them). Returns true when it did.
 
 =cut
 
 sub wait_for_failed_commit
 {
 	my ($node, $activity, $offset) = @_;
+	my $re = ref($activity) eq 'Regexp' ? $activity : qr/\Q$activity\E/;
 	return wait_for_log_line($node,
-		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: \Q$activity\E /,
+		qr/fail_commit\(\) line \d+ at RAISE\n\toutbox dispatcher: $re /,
 		$offset);
 }
 

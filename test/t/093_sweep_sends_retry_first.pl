@@ -23,11 +23,11 @@ my $node = outbox_node('sweep_retry_first',
 
 ok(wait_for_decoding($node), 'the decoder streams from its slot');
 
-# Message n is dead at once; message n+1 is answered 503, Retry-After: 2
+# Message n is dead at once; message n+1 is answered 503, Retry-After: 5
 set_control($orders,
 	{ by_id => {
 		'k-1' => [ { status => 410 } ],
-		'k-2' => [ { status => 503, headers => { 'Retry-After' => '2' } } ] } });
+		'k-2' => [ { status => 503, headers => { 'Retry-After' => '5' } } ] } });
 $node->safe_psql('postgres', q{
 	SELECT outbox_queue('orders', '{"n": 1}', key => 'k', message_id => 'k-1');
 	SELECT outbox_queue('orders', '{"n": 2}', key => 'k', message_id => 'k-2');});
@@ -46,7 +46,7 @@ is($node->safe_psql('postgres', q{
 # Down until both are due; the first sweep after the start reads both
 $node->stop;
 set_control($orders, { status => 200 });
-wait_seconds(2.5);
+wait_seconds(5.5);
 $node->start;
 
 ok(poll_until($node,
