@@ -179,6 +179,7 @@ static TimestampTz restart_scan_at = 0; /* sweep from the start then */
  * whose message it is building (its index; -1: none), for scan_failed().
  * scan_cap: the next scan reads at most this many rows (0: no limit).
  */
+static bool scan_started;		/* scan_table() ran in this transaction */
 static bool scan_from_valid;
 static TimestampTz scan_from_time;
 static int64 scan_from_id;
@@ -714,6 +715,7 @@ scan_table(void *arg)
 	if (capped)
 		limit = scan_cap;
 	scan_cap = 0;
+	scan_started = true;
 	scan_from_valid = cursor_valid;
 	scan_from_time = cursor_time;
 	scan_from_id = cursor_id;
@@ -823,6 +825,8 @@ scan_table(void *arg)
 static void
 scan_failed(void)
 {
+	if (!scan_started)
+		return;					/* it failed before the scan: nothing moved */
 	if (scan_reading == 0)
 	{
 		cursor_valid = true;
@@ -1550,6 +1554,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 			scan_restart = false;
 			restart_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
 		}
+		scan_started = false;
 		if (!run_in_transaction(scan_table, NULL, "scan outbox.messages"))
 		{
 			scan_failed();
