@@ -31,7 +31,9 @@
  * ordering.c), together with the other keys finishing then.  Anything else
  * the dispatcher lets go of behind the sweep (a full queue, an open
  * circuit, a reload, a failed gate check) makes it start over, as it does
- * every SAFETY_SCAN_MS as a safety net.
+ * every SAFETY_SCAN_MS as a safety net.  A row whose message cannot be
+ * built is passed by for a while (see unreadable), so that it holds up no
+ * other message but the later ones of its key.
  *
  * This file is the event loop and what decides: startup, signals, reload
  * and shutdown, the checks of the extension, run_in_transaction(), and one
@@ -174,19 +176,24 @@ static int64 cursor_id;
 static TimestampTz next_scan_at = 0;	/* sweep on then: rows become due */
 static TimestampTz restart_scan_at = 0; /* sweep from the start then */
 
-/*
- * The scan now running: where the sweep was when it started, and the row
- * whose message it is building (its index; -1: none), for scan_failed().
- * scan_cap: the next scan reads at most this many rows (0: no limit).
- */
+/* Where the sweep was when the scan now running started (scan_failed()) */
 static bool scan_started;		/* scan_table() ran in this transaction */
 static bool scan_from_valid;
 static TimestampTz scan_from_time;
 static int64 scan_from_id;
-static int	scan_reading = -1;
-static TimestampTz scan_reading_time;
-static int64 scan_reading_id;
-static int	scan_cap = 0;
+
+/*
+ * Messages whose rows could not be read: building the message failed, and
+ * with it the transaction.  Scans, key lookups and probes pass them by, so
+ * that one such row (corruption, say) holds up no other message, and they
+ * are tried again every UNREADABLE_RETRY_MS; a key whose first message it
+ * is waits.  reading_id: the message being built (0: none).
+ */
+#define UNREADABLE_RETRY_MS		60000
+static HTAB *unreadable = NULL;
+static TimestampTz unreadable_retry_at = 0;
+static int64 reading_id = 0;
+static void pass_unreadable_by(void);
 
 /* When to try again to fetch the next message of keys, after an error */
 static TimestampTz lookup_retry_at = 0;
@@ -388,6 +395,9 @@ forget_all(void)
 {
 	outbox_tracked_forget_all();
 	outbox_outcomes_forget();
+	if (unreadable != NULL)
+		hash_destroy(unreadable);
+	unreadable = NULL;
 	rescan();
 }
 
@@ -556,6 +566,8 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 		AbortCurrentTransaction();
 		FlushErrorState();
 		RESUME_INTERRUPTS();
+		if (reading_id != 0)
+			pass_unreadable_by();
 		unfind_all();
 		ok = false;
 	}
@@ -571,6 +583,51 @@ noop(void *arg)
 }
 
 /* ---- scanning ---- */
+
+/* Was building this message's row seen to fail (see unreadable)? */
+static bool
+unreadable_row(int64 id)
+{
+	return unreadable != NULL && hash_search(unreadable, &id, HASH_FIND, NULL);
+}
+
+/* The row as a message; should that fail, the row is passed by next time */
+static OutboxMessage *
+read_message(const MessageRow *row)
+{
+	OutboxMessage *msg;
+
+	reading_id = row->id;
+	msg = outbox_store_message(row, outbox_message_context);
+	reading_id = 0;
+	return msg;
+}
+
+/* The transaction failed while reading_id was being built: pass it by */
+static void
+pass_unreadable_by(void)
+{
+	if (unreadable == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(int64);
+		ctl.hcxt = outbox_dispatcher_context;
+		unreadable = hash_create("outbox unreadable messages", 16, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (hash_get_num_entries(unreadable) == 0)
+		unreadable_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  UNREADABLE_RETRY_MS);
+	(void) hash_search(unreadable, &reading_id, HASH_ENTER, NULL);
+	ereport(LOG,
+			(errmsg("outbox dispatcher passes message %lld by: its row could not be read",
+					(long long) reading_id),
+			 errdetail("It stays pending, and is read again in %d seconds; a message of the same key waits for it.",
+					   UNREADABLE_RETRY_MS / 1000)));
+	reading_id = 0;
+}
 
 /*
  * Can the target take more messages into its queue?  A slow target fills its
@@ -698,7 +755,6 @@ scan_table(void *arg)
 	MessageRow *rows;
 	int			nrows;
 	int			limit;
-	bool		capped;			/* limit is scan_cap, not all there is room for */
 	int		   *queue;			/* the rows to queue, by index */
 	int			nqueue = 0;
 	GateItem   *keyed;			/* those with a key */
@@ -711,10 +767,6 @@ scan_table(void *arg)
 	int			ngate = 0;
 
 	targets = sendable_targets(&limit);
-	capped = scan_cap > 0 && scan_cap < limit;
-	if (capped)
-		limit = scan_cap;
-	scan_cap = 0;
 	scan_started = true;
 	scan_from_valid = cursor_valid;
 	scan_from_time = cursor_time;
@@ -744,7 +796,8 @@ scan_table(void *arg)
 		cursor_id = row->id;
 		cursor_valid = true;
 
-		if (t != NULL && t->state != OUTBOX_TRACK_DONE)
+		if ((t != NULL && t->state != OUTBOX_TRACK_DONE) ||
+			unreadable_row(row->id))
 			continue;
 		if (row->key != NULL)
 		{
@@ -789,16 +842,11 @@ scan_table(void *arg)
 			outbox_key_wait(row->target, row->key);
 			continue;
 		}
-		scan_reading = queue[j];
-		scan_reading_time = row->next_attempt_at;
-		scan_reading_id = row->id;
-		track(outbox_store_message(row, outbox_message_context), scan_lsn,
-			  outbox_tracked_find(row->id), true);
-		scan_reading = -1;
+		track(read_message(row), scan_lsn, outbox_tracked_find(row->id), true);
 		outbox_count(OUTBOX_STAT_SCANNED, 1);
 	}
 
-	if (nrows < limit && !capped)
+	if (nrows < limit)
 	{
 		/*
 		 * Reached the end: go on from here when the next row becomes due.
@@ -816,32 +864,17 @@ scan_table(void *arg)
 
 /*
  * The scan's transaction failed, and what it queued waits in the table
- * (unfind_all()).  The sweep goes on from where the scan started, so that
- * the next scan reads the same rows; but if building the message of one
- * of them failed, the next scan stops just before that row, and the one
- * after passes it by.  A row that cannot be read holds up no other: each
- * sweep from the start meets it once more (and says why it failed).
+ * (unfind_all()): the sweep goes on from where the scan started, so that
+ * the next scan reads the same rows, but for one that could not be read.
  */
 static void
 scan_failed(void)
 {
 	if (!scan_started)
 		return;					/* it failed before the scan: nothing moved */
-	if (scan_reading == 0)
-	{
-		cursor_valid = true;
-		cursor_time = scan_reading_time;
-		cursor_id = scan_reading_id;
-	}
-	else
-	{
-		cursor_valid = scan_from_valid;
-		cursor_time = scan_from_time;
-		cursor_id = scan_from_id;
-		if (scan_reading > 0)
-			scan_cap = scan_reading;
-	}
-	scan_reading = -1;
+	cursor_valid = scan_from_valid;
+	cursor_time = scan_from_time;
+	cursor_id = scan_from_id;
 }
 
 /*
@@ -883,7 +916,7 @@ fetch_key_heads(void *arg)
 		 * back, which sweeps from the start; so does the closing of a
 		 * circuit.  A full queue is no reason to wait: see track().
 		 */
-		if (target == NULL || target->open)
+		if (target == NULL || target->open || unreadable_row(row->id))
 			continue;
 
 		/*
@@ -909,8 +942,7 @@ fetch_key_heads(void *arg)
 			outbox_key_lookup(row->id, row->next_attempt_at);
 			continue;
 		}
-		if (track(outbox_store_message(row, outbox_message_context), scan_lsn,
-				  t, true))
+		if (track(read_message(row), scan_lsn, t, true))
 			outbox_count(OUTBOX_STAT_SCANNED, 1);
 	}
 }
@@ -1362,9 +1394,10 @@ find_probes(void *arg)
 												PROBE_RECHECK_MS));
 			continue;
 		}
-		t = outbox_tracked_enter(outbox_store_message(&row,
-													  outbox_message_context),
-								 GetXLogInsertRecPtr(), target, t);
+		if (unreadable_row(row.id))
+			continue;			/* tried again with the others */
+		t = outbox_tracked_enter(read_message(&row), GetXLogInsertRecPtr(),
+								 target, t);
 		oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
 		search->found = lappend(search->found, t);
 		MemoryContextSwitchTo(oldcxt);
@@ -1517,6 +1550,14 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	TimestampTz lookup_at;
 	TimestampTz lookups_upto;
 
+	if (unreadable != NULL && hash_get_num_entries(unreadable) > 0 &&
+		now >= unreadable_retry_at)
+	{
+		/* Read them again: the table may have been repaired */
+		hash_destroy(unreadable);
+		unreadable = NULL;
+		rescan();
+	}
 	if (scan_requested || now >= restart_scan_at)
 		rescan();
 	if (now >= next_scan_at)

@@ -3,9 +3,10 @@
 # superuser has let a row without a payload into outbox.messages (after
 # dropping a NOT NULL constraint), as corruption might: building its
 # message fails, and with it the scan's transaction, each time a scan
-# reaches it.  The messages a sweep reads before it in the same scan, and
-# those after it, are delivered all the same; it stays pending, and the
-# error names it.
+# reaches it, or a key lookup or a probe.  The messages a sweep reads
+# before it in the same scan, and those after it, are delivered all the
+# same, while other messages are queued; it stays pending, the error names
+# it, and a later message of its key waits for it.
 
 use strict;
 use warnings;
@@ -45,6 +46,39 @@ is($node->safe_psql('postgres', "SELECT state FROM outbox.messages WHERE id = $b
 	'pending', 'the unreadable row stays pending');
 is(join(',', sort split /,/, sent_ids($orders, qr/./)), 'after-1,before-1,before-2',
 	'each of them sent once');
+
+# A key whose next message cannot be read waits for it; other keys, and
+# outbox_send messages committed all the while, do not
+$log = log_position($node);
+$node->safe_psql('postgres', q{
+BEGIN;
+SELECT outbox_send('orders', '{"n": 1}', key => 'k', message_id => 'k-1');
+INSERT INTO outbox.messages (target, key, payload) VALUES ('orders', 'k', NULL);
+SELECT outbox_send('orders', '{"n": 3}', key => 'k', message_id => 'k-3');
+SELECT outbox_send('orders', '{"n": 1}', key => 'j', message_id => 'j-1');
+SELECT outbox_send('orders', '{"n": 2}', key => 'j', message_id => 'j-2');
+COMMIT;});
+my $bad_keyed = $node->safe_psql('postgres',
+	"SELECT id FROM outbox.messages WHERE payload IS NULL AND key = 'k'");
+for my $i (1 .. 10)
+{
+	$node->safe_psql('postgres',
+		"SELECT outbox_send('orders', '{\"steady\": $i}', message_id => 'steady-$i')");
+	wait_seconds(0.3);
+}
+ok(wait_for_log_line($node,
+		qr/outbox dispatcher passes message $bad_keyed by: its row could not be read/, $log),
+	'the keyed row that cannot be read is passed by, and the log says so');
+ok(poll_until($node, q{
+	SELECT string_agg(message_id, ',' ORDER BY id) FROM outbox.messages
+	 WHERE state = 'delivered' AND (key IS NOT NULL OR message_id LIKE 'steady-%')},
+		'k-1,j-1,j-2,' . join(',', map { "steady-$_" } 1 .. 10)),
+	'the messages of other keys, and those queued meanwhile, are delivered');
+is($node->safe_psql('postgres',
+		"SELECT string_agg(state, ',' ORDER BY id) FROM outbox.messages WHERE key = 'k'"),
+	'delivered,pending,pending',
+	'the next message of its key waits for it');
+is(sent_ids($orders, qr/^k-/), 'k-1', 'and is not sent');
 
 $node->stop;
 done_testing();
