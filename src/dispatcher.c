@@ -190,8 +190,13 @@ static int64 scan_from_id;
  * is waits.  reading_id: the message being built (0: none).
  */
 #define UNREADABLE_RETRY_MS		60000
+typedef struct UnreadableRow
+{
+	int64		id;				/* hash key */
+	TimestampTz retry_at;		/* read it again then */
+} UnreadableRow;
 static HTAB *unreadable = NULL;
-static TimestampTz unreadable_retry_at = 0;
+static TimestampTz unreadable_retry_at = 0;	/* the earliest retry_at */
 static int64 reading_id = 0;
 static void pass_unreadable_by(void);
 
@@ -603,24 +608,68 @@ read_message(const MessageRow *row)
 	return msg;
 }
 
+/*
+ * Read again the rows passed by longest enough ago, each UNREADABLE_RETRY_MS
+ * after it failed: the table may have been repaired.
+ */
+static void
+retry_unreadable(TimestampTz now)
+{
+	HASH_SEQ_STATUS status;
+	UnreadableRow *u;
+
+	unreadable_retry_at = DT_NOEND;
+	hash_seq_init(&status, unreadable);
+	while ((u = hash_seq_search(&status)) != NULL)
+	{
+		if (u->retry_at <= now)
+			hash_search(unreadable, &u->id, HASH_REMOVE, NULL);
+		else
+			unreadable_retry_at = Min(unreadable_retry_at, u->retry_at);
+	}
+	rescan();
+}
+
+/* The rows passed by, as ids for a query; *n is set to how many */
+static int64 *
+unreadable_ids(int *n)
+{
+	HASH_SEQ_STATUS status;
+	UnreadableRow *u;
+	int64	   *ids;
+
+	*n = 0;
+	if (unreadable == NULL)
+		return NULL;
+	ids = palloc(sizeof(int64) * Max(1, hash_get_num_entries(unreadable)));
+	hash_seq_init(&status, unreadable);
+	while ((u = hash_seq_search(&status)) != NULL)
+		ids[(*n)++] = u->id;
+	return ids;
+}
+
 /* The transaction failed while reading_id was being built: pass it by */
 static void
 pass_unreadable_by(void)
 {
+	TimestampTz retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   UNREADABLE_RETRY_MS);
+	UnreadableRow *u;
+
 	if (unreadable == NULL)
 	{
 		HASHCTL		ctl;
 
 		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(int64);
+		ctl.entrysize = sizeof(UnreadableRow);
 		ctl.hcxt = outbox_dispatcher_context;
 		unreadable = hash_create("outbox unreadable messages", 16, &ctl,
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	if (hash_get_num_entries(unreadable) == 0)
-		unreadable_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  UNREADABLE_RETRY_MS);
-	(void) hash_search(unreadable, &reading_id, HASH_ENTER, NULL);
+		unreadable_retry_at = retry_at;
+	u = hash_search(unreadable, &reading_id, HASH_ENTER, NULL);
+	u->retry_at = retry_at;
 	ereport(LOG,
 			(errmsg("outbox dispatcher passes message %lld by: its row could not be read",
 					(long long) reading_id),
@@ -1364,6 +1413,8 @@ find_probes(void *arg)
 {
 	ProbeSearch *search = arg;
 	ListCell   *lc;
+	int			nskip;
+	int64	   *skip = unreadable_ids(&nskip);	/* never the probe */
 
 	foreach(lc, search->targets)
 	{
@@ -1372,7 +1423,7 @@ find_probes(void *arg)
 		Tracked    *t;
 		MemoryContext oldcxt;
 
-		if (!outbox_store_probe(target->name, &row))
+		if (!outbox_store_probe(target->name, skip, nskip, &row))
 			continue;			/* nothing to probe with */
 		if (!row.due)
 		{
@@ -1394,8 +1445,6 @@ find_probes(void *arg)
 												PROBE_RECHECK_MS));
 			continue;
 		}
-		if (unreadable_row(row.id))
-			continue;			/* tried again with the others */
 		t = outbox_tracked_enter(read_message(&row), GetXLogInsertRecPtr(),
 								 target, t);
 		oldcxt = MemoryContextSwitchTo(outbox_dispatcher_context);
@@ -1552,12 +1601,7 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 
 	if (unreadable != NULL && hash_get_num_entries(unreadable) > 0 &&
 		now >= unreadable_retry_at)
-	{
-		/* Read them again: the table may have been repaired */
-		hash_destroy(unreadable);
-		unreadable = NULL;
-		rescan();
-	}
+		retry_unreadable(now);
 	if (scan_requested || now >= restart_scan_at)
 		rescan();
 	if (now >= next_scan_at)

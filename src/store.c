@@ -326,15 +326,18 @@ outbox_store_key_heads(const int64 *ids, int n, MessageRow **rows)
 
 /*
  * The message to probe the target's open circuit with: its oldest pending
- * one, with whether it is due.  False if it has none.
+ * one but those in skip[] (rows that could not be read), with whether it
+ * is due.  False if it has none.
  */
 bool
-outbox_store_probe(const char *target, MessageRow *row)
+outbox_store_probe(const char *target, const int64 *skip, int nskip,
+				   MessageRow *row)
 {
-	Oid			types[] = {TEXTOID};
-	Datum		values[1];
+	Oid			types[] = {TEXTOID, INT8ARRAYOID};
+	Datum		values[2];
 
 	values[0] = CStringGetTextDatum(target);
+	values[1] = int8_array(skip, nskip);
 	/*
 	 * A message with a key may probe only if it is the first pending
 	 * message of its key: a probe that succeeds is a delivery, and after
@@ -344,6 +347,7 @@ outbox_store_probe(const char *target, MessageRow *row)
 				   "SELECT " MESSAGE_COLUMNS ", next_attempt_at <= now()"
 				   "  FROM outbox.messages m"
 				   " WHERE state = 'pending' AND target = $1"
+				   "   AND NOT (id = ANY ($2))"
 				   "   AND (key IS NULL OR id = ("
 				   OUTBOX_KEY_HEAD("id", "m.target", "m.key") "))"
 				   " ORDER BY next_attempt_at, id LIMIT 1",

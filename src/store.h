@@ -66,7 +66,8 @@ extern int	outbox_store_scan(List *targets, TimestampTz after_time,
 							  int64 after_id, int limit, MessageRow **rows);
 extern bool outbox_store_next_due(List *targets, TimestampTz *at);
 extern int	outbox_store_key_heads(const int64 *ids, int n, MessageRow **rows);
-extern bool outbox_store_probe(const char *target, MessageRow *row);
+extern bool outbox_store_probe(const char *target, const int64 *skip,
+							   int nskip, MessageRow *row);
 extern void outbox_store_gate(const GateItem *items, int n, bool *ok);
 extern void outbox_store_outcomes(const Outcome *outcomes, int n);
 extern bool outbox_store_prune(int retention);

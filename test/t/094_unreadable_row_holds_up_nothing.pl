@@ -17,8 +17,10 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $orders = start_receiver(name => 'orders');
+my $audit = start_receiver(name => 'audit', control => 1);
 my $node = outbox_node('unreadable_row',
-	targets => 'orders=' . receiver_url($orders, '/o'));
+	targets => 'orders=' . receiver_url($orders, '/o') . ',audit=' . receiver_url($audit, '/a'),
+	conf => "outbox.retry_base_delay = '100ms'\noutbox.retry_max_delay = '500ms'");
 
 ok(wait_for_decoding($node), 'the decoder streams from its slot');
 
@@ -79,6 +81,26 @@ is($node->safe_psql('postgres',
 	'delivered,pending,pending',
 	'the next message of its key waits for it');
 is(sent_ids($orders, qr/^k-/), 'k-1', 'and is not sent');
+
+# An open circuit whose oldest message cannot be read is probed with the
+# next one, and closes
+set_control($audit, { status => 500 });
+$log = log_position($node);
+$node->safe_psql('postgres',
+	"INSERT INTO outbox.messages (target, payload) VALUES ('audit', NULL)");
+my $bad_probe = $node->safe_psql('postgres',
+	"SELECT id FROM outbox.messages WHERE payload IS NULL AND target = 'audit'");
+ok(wait_for_log_line($node,
+		qr/outbox dispatcher passes message $bad_probe by: its row could not be read/, $log),
+	'the oldest message of another target cannot be read');
+$node->safe_psql('postgres',
+	"SELECT outbox_queue('audit', jsonb_build_object('a', g), message_id => 'a-' || g) FROM generate_series(1, 5) g");
+ok(poll_until($node, "SELECT circuit FROM outbox.targets WHERE target = 'audit'", 'open'),
+	'its circuit opens');
+set_control($audit, { status => 200 });
+ok(poll_until($node,
+		"SELECT count(*) FROM outbox.messages WHERE target = 'audit' AND state = 'delivered'", '5'),
+	'a probe with the next message closes it, and its messages are delivered');
 
 $node->stop;
 done_testing();
