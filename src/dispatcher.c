@@ -176,12 +176,6 @@ static int64 cursor_id;
 static TimestampTz next_scan_at = 0;	/* sweep on then: rows become due */
 static TimestampTz restart_scan_at = 0; /* sweep from the start then */
 
-/* Where the sweep was when the scan now running started (scan_failed()) */
-static bool scan_started;		/* scan_table() ran in this transaction */
-static bool scan_from_valid;
-static TimestampTz scan_from_time;
-static int64 scan_from_id;
-
 /*
  * Messages whose rows could not be read: building the message failed, and
  * with it the transaction.  Scans, key lookups and probes pass them by, so
@@ -320,8 +314,9 @@ admit(int64 id)
 
 /*
  * The transaction that found them failed: the messages it queued wait in
- * the table, where the scan or the key lookup tried again finds them (see
- * scan_failed(); a failed lookup keeps its keys).  Each is kept as DONE
+ * the table, where the scan or the key lookup tried again finds them (a
+ * failed scan leaves the sweep where it started, see dispatch(); a failed
+ * lookup keeps its keys).  Each is kept as DONE
  * while the ring may still bring a copy, as a message sent is.
  */
 static void
@@ -816,10 +811,6 @@ scan_table(void *arg)
 	int			ngate = 0;
 
 	targets = sendable_targets(&limit);
-	scan_started = true;
-	scan_from_valid = cursor_valid;
-	scan_from_time = cursor_time;
-	scan_from_id = cursor_id;
 	nrows = outbox_store_scan(targets, cursor_valid ? cursor_time : DT_NOBEGIN,
 							  cursor_valid ? cursor_id : 0, limit, &rows);
 
@@ -909,21 +900,6 @@ scan_table(void *arg)
 		if (outbox_store_next_due(targets, &due) && due < next_scan_at)
 			next_scan_at = due;
 	}
-}
-
-/*
- * The scan's transaction failed, and what it queued waits in the table
- * (unfind_all()): the sweep goes on from where the scan started, so that
- * the next scan reads the same rows, but for one that could not be read.
- */
-static void
-scan_failed(void)
-{
-	if (!scan_started)
-		return;					/* it failed before the scan: nothing moved */
-	cursor_valid = scan_from_valid;
-	cursor_time = scan_from_time;
-	cursor_id = scan_from_id;
 }
 
 /*
@@ -1632,6 +1608,10 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 		flush_outcomes();
 	if (scan_wanted && any_room())
 	{
+		bool		from_valid;
+		TimestampTz from_time;
+		int64		from_id;
+
 		if (scan_restart)
 		{
 			elog(DEBUG1, "outbox dispatcher sweeps from the start");
@@ -1639,10 +1619,19 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 			scan_restart = false;
 			restart_scan_at = TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
 		}
-		scan_started = false;
+		from_valid = cursor_valid;
+		from_time = cursor_time;
+		from_id = cursor_id;
 		if (!run_in_transaction(scan_table, NULL, "scan outbox.messages"))
 		{
-			scan_failed();
+			/*
+			 * What it queued waits in the table (unfind_all()): the sweep
+			 * goes on from where the scan started, so that the next scan
+			 * reads the same rows, but for one that could not be read.
+			 */
+			cursor_valid = from_valid;
+			cursor_time = from_time;
+			cursor_id = from_id;
 			scan_wanted = false;
 			next_scan_at = TimestampTzPlusMilliseconds(now, ERROR_BACKOFF_MS);
 		}
