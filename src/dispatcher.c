@@ -206,8 +206,15 @@ static TimestampTz lookup_retry_at = 0;
  * transaction as well as their own.  So a batch is looked up once no
  * keyed request is in flight any more, or KEY_BATCH_MS after its first
  * key finished, whichever comes first.
+ *
+ * While the queues hold enough to keep outbox.max_inflight requests going,
+ * the messages found would only wait behind them: keys wait too, up to
+ * KEY_BATCH_WAIT_MS, so that a backlog of many keys is looked up a few
+ * hundred keys to a transaction, and to a WAL flush (see await_durable()),
+ * rather than a few.
  */
 #define KEY_BATCH_MS			1
+#define KEY_BATCH_WAIT_MS		10
 static TimestampTz key_batch_at = 0;
 
 static TimestampTz next_prune_at = 0;
@@ -298,6 +305,29 @@ static int64 found_ids[Max(SCAN_BATCH, OUTBOX_KEY_LOOKUP_BATCH)];
 static int	n_found = 0;
 
 /*
+ * The end of the last commit that recorded outcomes of keyed messages, and
+ * how far the WAL is known to be flushed: a keyed message found first in
+ * its key by a transaction goes once the outcomes that transaction saw are
+ * durable (see outbox_outcomes_record()).
+ */
+static XLogRecPtr keyed_outcomes_end = InvalidXLogRecPtr;
+static XLogRecPtr durable_upto = InvalidXLogRecPtr;
+
+/*
+ * Flush the WAL, if need be, before the keyed message t goes: it was found
+ * first in its key on outcomes that were committed asynchronously.  One
+ * flush serves every message found so far.
+ */
+static void
+await_durable(Tracked *t)
+{
+	if (t->msg->key == NULL || t->durable_at <= durable_upto)
+		return;
+	XLogFlush(t->durable_at);
+	durable_upto = t->durable_at;
+}
+
+/*
  * The table found message id due, and first in its key if it has one: it
  * needs no gate check.  One transaction finds at most a scan's or a
  * lookup's rows, one message per row; this fails before anything changes
@@ -332,6 +362,23 @@ unfind_all(void)
 		if (t->msg->key)
 			outbox_key_wait(t->target->name, t->msg->key);
 		outbox_tracked_finished(t, ring_covers);
+	}
+	n_found = 0;
+}
+
+/*
+ * The transaction that found them committed: those still queued go once
+ * the outcomes it saw are durable.
+ */
+static void
+stamp_found(void)
+{
+	for (int i = 0; i < n_found; i++)
+	{
+		Tracked    *t = outbox_tracked_find(found_ids[i]);
+
+		if (t != NULL && t->state == OUTBOX_TRACK_QUEUED)
+			t->durable_at = keyed_outcomes_end;
 	}
 	n_found = 0;
 }
@@ -515,6 +562,7 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		ok = true;
+	bool		keyed_recorded = false;
 
 	n_found = 0;
 	SetCurrentStatementStartTimestamp();
@@ -531,7 +579,7 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 			if (outbox_outcomes_held() > 0)
 			{
 				/* fn must see them: a new command, a new snapshot */
-				outbox_outcomes_record();
+				keyed_recorded = outbox_outcomes_record();
 				PopActiveSnapshot();
 				CommandCounterIncrement();
 				PushActiveSnapshot(GetTransactionSnapshot());
@@ -541,8 +589,13 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 			SPI_finish();
 		}
 		CommitTransactionCommand();
+		if (keyed_recorded)
+			keyed_outcomes_end = XactLastCommitEnd;
 		if (extension_ready)
+		{
 			outbox_outcomes_forget();
+			stamp_found();
+		}
 		else
 			ok = false;			/* fn did not run */
 
@@ -1013,12 +1066,10 @@ request_done(OutboxHttpResult *r)
 
 	/*
 	 * A later message of the key waits for this outcome unless this one is
-	 * retried (it stays first): it is recorded with the batch of keys to
-	 * look up.  Another that comes later is checked in a transaction, which
-	 * records the outcomes held first.
+	 * retried (it stays first): the transaction that looks it up records
+	 * the outcome first, as every transaction does.
 	 */
-	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now,
-					   lets_next_go ? key_batch_at : 0);
+	outbox_outcome_add(t->id, t->msg, t->started_at, &v, r, now);
 	/* Sweep on when the retry is due, if that is sooner */
 	if (v.next_attempt_at != 0 &&
 		(v.next_attempt_at < next_scan_at || next_scan_at == 0))
@@ -1225,7 +1276,10 @@ gate_keyed_messages(void)
 		if (!candidate_held(&batch, i))
 			continue;
 		if (checked && batch.ok[i])
+		{
 			batch.candidates[i]->gate_ok = true;
+			batch.candidates[i]->durable_at = keyed_outcomes_end;
+		}
 		else
 			wait_for_key(batch.candidates[i]);
 	}
@@ -1273,6 +1327,7 @@ start_requests(void)
 			else
 			{
 				outbox_queue_remove(t);
+				await_durable(t);
 				outbox_request_start(t, false);
 				started = true;
 			}
@@ -1448,7 +1503,13 @@ send_probes(void)
 	if (run_in_transaction(find_probes, &search, "find probe messages"))
 	{
 		foreach(lc, search.found)
-			outbox_request_start((Tracked *) lfirst(lc), true);
+		{
+			Tracked    *t = lfirst(lc);
+
+			t->durable_at = keyed_outcomes_end;
+			await_durable(t);
+			outbox_request_start(t, true);
+		}
 	}
 	else
 	{
@@ -1465,6 +1526,40 @@ send_probes(void)
 }
 
 /* ---- the loop ---- */
+
+/* Do the queues hold enough to keep the requests going (see key_batch_at)? */
+static bool
+queues_stocked(void)
+{
+	int			queued = 0;
+	ListCell   *lc;
+
+	foreach(lc, outbox_target_all())
+	{
+		OutboxTarget *target = lfirst(lc);
+
+		if (!target->open)
+			queued += outbox_queue_of(target->name)->length;
+	}
+	return queued >= outbox_max_inflight;
+}
+
+/*
+ * When the keys to look up first, due at lookup_at, are looked up: later
+ * while the queues are stocked.  *upto is set to the time up to which keys
+ * are taken then: a batch goes before its time once no keyed request is
+ * left to join it.
+ */
+static TimestampTz
+lookup_time(TimestampTz lookup_at, TimestampTz now, TimestampTz *upto)
+{
+	*upto = now;
+	if (queues_stocked())
+		return TimestampTzPlusMilliseconds(lookup_at, KEY_BATCH_WAIT_MS);
+	if (outbox_keys_inflight() == 0 && key_batch_at > now)
+		*upto = key_batch_at;
+	return *upto >= lookup_at ? now : lookup_at;
+}
 
 static void
 reload_configuration(void)
@@ -1586,14 +1681,9 @@ dispatch(bool scan_requested, StringInfo ringbuf)
 	take_from_ring(ringbuf);
 	outbox_tracked_sweep_done(ring_covers);
 
-	/*
-	 * Keys to look up; the outcomes held are recorded first.  A batch goes
-	 * before its time once no keyed request is left to join it.
-	 */
-	lookups_upto = now;
-	if (outbox_keys_inflight() == 0 && key_batch_at > now)
-		lookups_upto = key_batch_at;
-	if (outbox_keys_next_lookup(&lookup_at) && lookups_upto >= lookup_at &&
+	/* Keys to look up (see key_batch_at); the outcomes held are recorded first */
+	if (outbox_keys_next_lookup(&lookup_at) &&
+		now >= lookup_time(lookup_at, now, &lookups_upto) &&
 		now >= lookup_retry_at)
 	{
 		if (run_in_transaction(fetch_key_heads, &lookups_upto,
@@ -1678,9 +1768,13 @@ next_timeout(void)
 	 */
 	next = room ? Min(next_scan_at, restart_scan_at) :
 		TimestampTzPlusMilliseconds(now, SAFETY_SCAN_MS);
-	if (outbox_keys_next_lookup(&lookup_at) &&
-		Max(lookup_at, lookup_retry_at) < next)
-		next = Max(lookup_at, lookup_retry_at);
+	if (outbox_keys_next_lookup(&lookup_at))
+	{
+		TimestampTz upto;
+
+		lookup_at = Max(lookup_time(lookup_at, now, &upto), lookup_retry_at);
+		next = Min(next, lookup_at);
+	}
 	if (probe != 0 && probe < next)
 		next = probe;
 	if (next_prune_at < next)

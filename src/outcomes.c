@@ -19,7 +19,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 
 #include "dispatcher.h"
 #include "http.h"
@@ -44,15 +43,13 @@ static TimestampTz outcomes_flush_at = 0;	/* when to record them */
 
 /*
  * Hold the outcome of the attempt of message id, started at started_at.
- * record_by: the next message of its key waits for this outcome to be
- * recorded, so it is recorded by then rather than after OUTCOME_LINGER_MS
- * (0: it can wait).  (Any keyed outcome is committed synchronously; see
- * outbox_outcomes_record().)
+ * (The transaction that looks up the next message of its key records it
+ * first, as every transaction of the dispatcher does.)
  */
 void
 outbox_outcome_add(int64 id, const OutboxMessage *msg, TimestampTz started_at,
 				   const OutboxVerdict *v, const OutboxHttpResult *r,
-				   TimestampTz now, TimestampTz record_by)
+				   TimestampTz now)
 {
 	Outcome    *o;
 	bool		delivered = (v->state == OUTBOX_DELIVERED);
@@ -82,8 +79,6 @@ outbox_outcome_add(int64 id, const OutboxMessage *msg, TimestampTz started_at,
 	o->delivered_at = delivered ? now : 0;
 	o->next_attempt_at = v->next_attempt_at;
 
-	if (record_by != 0)
-		outcomes_flush_at = Min(outcomes_flush_at, record_by);
 	if (n_outcomes >= OUTCOME_BATCH)
 		outcomes_flush_at = Min(outcomes_flush_at, now);
 }
@@ -112,27 +107,28 @@ outbox_outcomes_postpone(TimestampTz at)
 /*
  * Write the outcomes held, in the caller's transaction with SPI connected.
  * They are still held: outbox_outcomes_forget() once it has committed.
+ * Returns true if some are of keyed messages.
+ *
+ * The transaction commits asynchronously (see outbox_dispatcher_main), as
+ * an outcome lost in a crash only means the message is sent again.  Not
+ * so for a keyed message: should message n become pending again after
+ * message n+1 was sent, the crash would send n after n+1.  The dispatcher
+ * flushes the WAL of such a commit before it sends a message of any key
+ * that it found next after it (see await_durable() in dispatcher.c), so
+ * that many keys share one flush, and the commits that let no message go
+ * wait for none.
  */
-void
+bool
 outbox_outcomes_record(void)
 {
-	if (n_outcomes == 0)
-		return;
+	bool		keyed = false;
 
-	/*
-	 * Outcomes are committed asynchronously (see outbox_dispatcher_main),
-	 * except those that let the next message of a key go: a crash must not
-	 * make message n pending again after message n+1 was sent.
-	 */
+	if (n_outcomes == 0)
+		return false;
 	for (int i = 0; i < n_outcomes; i++)
-	{
-		if (outcomes[i].keyed)
-		{
-			ForceSyncCommit();
-			break;
-		}
-	}
+		keyed |= outcomes[i].keyed;
 	outbox_store_outcomes(outcomes, n_outcomes);
+	return keyed;
 }
 
 /* Drop the outcomes held: recorded, or their rows went away */

@@ -112,6 +112,7 @@ outbox_tracked_enter(OutboxMessage *msg, XLogRecPtr forget_after,
 	t->body = NULL;
 	t->probe = false;
 	t->gate_ok = false;
+	t->durable_at = InvalidXLogRecPtr;
 	t->queue = NULL;
 	return t;
 }
