@@ -295,7 +295,8 @@ rescan_after_error(void)
  * transaction read includes the outcomes it recorded first; if it fails,
  * those are not recorded, and the table still says what it said before.
  * Sending the next message of a key before its predecessor's outcome is
- * durable would let a crash send the predecessor again after it; sending
+ * committed would let a crash send the predecessor again after it (and
+ * once committed, it waits for the flush: see await_durable()); sending
  * a retry would send an attempt the table never counts, before its
  * backoff, and at the pace of the failing transactions.  So when a
  * transaction fails, these wait in the table instead (see
@@ -308,7 +309,9 @@ static int	n_found = 0;
  * The end of the last commit that recorded outcomes of keyed messages, and
  * how far the WAL is known to be flushed: a keyed message found first in
  * its key by a transaction goes once the outcomes that transaction saw are
- * durable (see outbox_outcomes_record()).
+ * durable (see outbox_outcomes_record()).  A dispatcher that starts may
+ * find outcomes an earlier one committed and never flushed: it starts from
+ * the WAL position of its start (see outbox_dispatcher_main()).
  */
 static XLogRecPtr keyed_outcomes_end = InvalidXLogRecPtr;
 static XLogRecPtr durable_upto = InvalidXLogRecPtr;
@@ -590,7 +593,7 @@ run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity)
 		}
 		CommitTransactionCommand();
 		if (keyed_recorded)
-			keyed_outcomes_end = XactLastCommitEnd;
+			keyed_outcomes_end = Max(keyed_outcomes_end, XactLastCommitEnd);
 		if (extension_ready)
 		{
 			outbox_outcomes_forget();
@@ -1527,21 +1530,29 @@ send_probes(void)
 
 /* ---- the loop ---- */
 
-/* Do the queues hold enough to keep the requests going (see key_batch_at)? */
+/*
+ * Do the queues hold enough to keep the requests going (see key_batch_at)?
+ * Each target counts for no more than it may have in flight: a target held
+ * back by its own limit keeps no other target's keys waiting.
+ */
 static bool
 queues_stocked(void)
 {
 	int			queued = 0;
+	int			could_go = 0;
 	ListCell   *lc;
 
 	foreach(lc, outbox_target_all())
 	{
 		OutboxTarget *target = lfirst(lc);
+		int			limit = outbox_target_limit(target);
 
-		if (!target->open)
-			queued += outbox_queue_of(target->name)->length;
+		if (target->open)
+			continue;
+		queued += Min(outbox_queue_of(target->name)->length, limit);
+		could_go += limit;
 	}
-	return queued >= outbox_max_inflight;
+	return queued > 0 && queued >= Min(could_go, outbox_max_inflight);
 }
 
 /*
@@ -1595,6 +1606,8 @@ shutdown_gracefully(void)
 		outbox_http_collect(request_done);
 	}
 	flush_outcomes();
+	/* The next dispatcher may act on them at once: make them durable */
+	XLogFlush(keyed_outcomes_end);
 	proc_exit(1);
 }
 
@@ -1833,6 +1846,7 @@ outbox_dispatcher_main(Datum main_arg)
 	initStringInfo(&ringbuf);
 	outbox_count(OUTBOX_STAT_DISPATCHER_STARTS, 1);
 	started_at_lsn = GetXLogInsertRecPtr();
+	keyed_outcomes_end = started_at_lsn;
 	outbox_targets_sync();
 	outbox_queues_sync();
 	outbox_http_init();

@@ -19,7 +19,6 @@
  */
 #include "postgres.h"
 
-
 #include "dispatcher.h"
 #include "http.h"
 #include "message.h"

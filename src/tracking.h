@@ -30,7 +30,7 @@ typedef struct Tracked
 	bool		orphaned;		/* INFLIGHT, but forgotten by forget_all() */
 	bool		probe;			/* INFLIGHT as the probe of an open circuit */
 	bool		gate_ok;		/* QUEUED with a key: first in its key */
-	XLogRecPtr	durable_at;		/* QUEUED with a key: send once WAL is
+	XLogRecPtr	durable_at;		/* found first in its key: send once WAL is
 								 * flushed to here (see await_durable()) */
 	TimestampTz started_at;		/* INFLIGHT */
 	XLogRecPtr	forget_after;	/* DONE: keep until the decoder passed this */

@@ -2,8 +2,9 @@
 # Message n+1 of a key is sent only once message n's 2xx is durable.  The
 # dispatcher commits its bookkeeping asynchronously, and flushes the WAL
 # itself before it sends the next message of a key.  Here the WAL writer
-# is held off for 10 s and nothing else commits, so a crash (an immediate
-# stop) the moment n+1 arrives loses every outcome that was not flushed:
+# is held off for 10 s and autovacuum is off, so that nothing else writes
+# the WAL out, and a crash (an immediate stop) the moment n+1 arrives
+# loses every outcome that was not written:
 # had n's been among them, n would be pending again after the restart, and
 # sent after n+1.
 
@@ -19,6 +20,7 @@ my $orders = start_receiver(name => 'orders', control => 1);
 my $node = outbox_node('key_durable',
 	targets => 'orders=' . receiver_url($orders, '/o'),
 	conf => "wal_writer_delay = '10s'\n"
+	  . "autovacuum = off\n"
 	  . "outbox.retry_base_delay = '100ms'\n"
 	  . "outbox.retry_max_delay = '100ms'");
 
